@@ -130,7 +130,8 @@ _Static_assert(SHM_DOORBELLS * 4 == SHM_PAGETAB_OFF - SHM_DOORBELL_OFF,
 
 struct shm_entry {
   uint64_t head;   /* newest record: W release (put), R acquire */
-  uint32_t hash32; /* hash >> 32, to reject mismatches before memcmp */
+  uint32_t hash32; /* low 32 bits of the hash (the slot tag holds the top
+                      16): rejects mismatches before memcmp, rehashes growth */
   uint16_t klen;
   uint8_t tower;   /* next[] capacity, 1..SHM_SKIP_MAXH (fixed at alloc) */
   uint8_t height;  /* levels currently linked (W; check/recovery read) */
@@ -277,10 +278,11 @@ uint32_t shm__class_size(int c);
 /* "Cannot happen, but handle it" (STYLE 11): asserts in debug builds,
  * evaluates to the condition in release builds. */
 #ifdef NDEBUG
-#define SHM_NEVER(x) (x)
+#define SHM_NEVER(x) (!!(x))
 #else
-#include <assert.h>
-#define SHM_NEVER(x) ((x) ? (assert(!#x), 1) : 0)
+void shm__never(const char *file, int line, const char *what)
+    __attribute__((noreturn));
+#define SHM_NEVER(x) ((x) ? (shm__never(__FILE__, __LINE__, #x), 1) : 0)
 #endif
 
 #endif /* SHM_INTERNAL_H */

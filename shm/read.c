@@ -1,0 +1,434 @@
+/*
+ * read.c - the reader side: sections, get, get_many, scan, wait.
+ *
+ * Progress: wait-free. No lock, no retry, no system call on the read path
+ * (the TTL clock is a vDSO read, made at most once per section and only when
+ * a record with a TTL is met). Readers never write the data object; they
+ * write only their own slot in the readers object.
+ *
+ * Snapshot pinning (read_begin), the store-buffer argument:
+ *     reader                              writer (store.c)
+ *     S  = load_acquire(commit_seq)       store_release(commit_seq, r)
+ *     store(slot.snap, S)                 ... retire X at r ...
+ *     fence (seq_cst)                     fence (seq_cst)  [min_snapshot]
+ *     S2 = load_acquire(commit_seq)       load_acquire(slot.snap)
+ * The section uses S2. If the writer's slot load missed our store, our
+ * reload after the fence sees commit_seq >= r, so S2 >= r and we never need
+ * X (only snapshots < r can reach it). If the writer saw our slot, it holds
+ * S <= S2 and the writer keeps everything retired after S. Raising the slot
+ * to S2 afterwards only releases memory no snapshot >= S2 needs.
+ *
+ * Version filter (resolve): a get starts from the entry's newest record
+ * (head, acquire; pairs with the release in store.c) and follows prev
+ * (acquire) to the first record whose version <= snapshot. Records of a
+ * commit not yet published carry version commit_seq + 1 > any snapshot, so
+ * a batch is seen whole or not at all. A prev of 0 below the snapshot means
+ * the older records were freed, which happens only once no snapshot could
+ * need them: the key did not exist then.
+ *
+ * Bounds: every offset read from the segment is checked before use (8-byte
+ * aligned, inside the heap, below backed_end); a bad one gives
+ * SHOAL_ECORRUPT, never a wild read. backed_end is cached per view and
+ * re-read (acquire; pairs with the release in segment.c:shm__back) only on
+ * a miss, because the writer may have backed more since.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shm-internal.h"
+
+/* A pointer to [off, off+len) in the mapping, or NULL if out of bounds. */
+static inline const uint8_t *ptr(shm_view *v, uint64_t off, uint64_t len) {
+  if (shm_likely((off & 7) == 0 && off >= v->hdr->heap_start &&
+                 len <= v->limit && off <= v->limit - len))
+    return v->base + off;
+  if ((off & 7) || off < SHM_PAGETAB_OFF || len > v->size) return NULL;
+  uint64_t be = shm_load_acquire(&v->hdr->backed_end);
+  if (be > v->size) return NULL;
+  v->limit = be;
+  if (off < v->hdr->heap_start || off > be - len) return NULL;
+  return v->base + off;
+}
+
+static inline uint64_t section_now(shm_view *v) {
+  if (!v->now_ms) v->now_ms = shm_now_ms();
+  return v->now_ms;
+}
+
+int shm_read_begin(shm_view *v) {
+  if (v->nest++) return 0;
+  struct shm_reader_slot *sl = v->slot;
+  if (shm_unlikely(!sl)) {
+    v->nest = 0;
+    return SHOAL_ENOREADERS;
+  }
+  /* pairs with the release of commit_seq in store.c:shm__commit_publish */
+  uint64_t s = shm_load_acquire(&v->hdr->commit_seq);
+  shm_store_relaxed(&sl->snap, s);
+  /* pairs with the fence in store.c:shm__min_snapshot (see top comment) */
+  shm_fence_seq_cst();
+  uint64_t s2 = shm_load_acquire(&v->hdr->commit_seq);
+  if (s2 != s) shm_store_relaxed(&sl->snap, s2);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts); /* vDSO: no system call */
+  shm_store_relaxed(&sl->begin_ms,
+                    (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
+  shm_store_relaxed(&sl->nest, 1);
+  v->snap = s2;
+  v->now_ms = 0;
+  return 0;
+}
+
+void shm_read_end(shm_view *v) {
+  if (!v->nest || --v->nest) return;
+  v->snap = 0;
+  shm_store_relaxed(&v->slot->nest, 0);
+  /* pairs with the acquire of snap in store.c:shm__min_snapshot: our reads
+   * of the section happen before the writer frees what they touched */
+  shm_store_release(&v->slot->snap, 0);
+}
+
+uint64_t shm_view_snapshot(const shm_view *v) { return v->nest ? v->snap : 0; }
+
+/* The record of entry e visible at the snapshot: 0 and *out filled, or
+ * ENOTFOUND (absent, tombstone, expired), or ECORRUPT. With want_tomb, a
+ * tombstone's version is reported too (for shm_wait). */
+static int resolve(shm_view *v, const struct shm_entry *e, uint64_t eoff,
+                   shm_val *out, int want_tomb) {
+  /* pairs with the release of head in store.c (phase 2) */
+  uint64_t ro = shm_load_acquire(&e->head);
+  for (unsigned steps = 0;; steps++) {
+    const struct shm_rec *r = (const struct shm_rec *)ptr(v, ro, sizeof *r);
+    if (shm_unlikely(!r || (r->flags & ~SHM_REC_FLAGS) || steps > (1u << 20)))
+      return SHOAL_ECORRUPT;
+    if (r->version <= v->snap) {
+      if (!ptr(v, ro, shm__rec_hdr_bytes(r->flags) + (uint64_t)r->len))
+        return SHOAL_ECORRUPT;
+      if (r->flags & SHM_REC_TOMB) {
+        if (want_tomb) out->version = r->version;
+        return SHOAL_ENOTFOUND;
+      }
+      uint64_t exp = shm__rec_expires(r);
+      if (exp && exp <= section_now(v)) {
+        if (want_tomb) out->version = r->version;
+        return SHOAL_ENOTFOUND;
+      }
+      out->data = shm__rec_data(r);
+      out->len = r->len;
+      out->version = r->version;
+      out->expires_at = exp;
+      return 0;
+    }
+    if (r->flags & SHM_REC_EMBED) return SHOAL_ENOTFOUND; /* born later */
+    /* pairs with the release of prev's clearing in store.c:shm_reclaim */
+    ro = shm_load_acquire((const uint64_t *)(r + 1));
+    if (!ro) return SHOAL_ENOTFOUND;
+  }
+  (void)eoff;
+}
+
+static inline const struct shm_index *load_index(shm_view *v) {
+  /* pairs with the release of index_off in index.c:shm__index_reserve */
+  uint64_t io = shm_load_acquire(&v->hdr->index_off);
+  const struct shm_index *ix = (const struct shm_index *)ptr(v, io, 64);
+  if (!ix || ix->magic != SHM_INDEX_MAGIC) return NULL;
+  uint64_t cap = ix->capacity;
+  if (cap == 0 || (cap & (cap - 1)) || cap > (1ull << 32) ||
+      !ptr(v, io, 64 + cap * 8))
+    return NULL;
+  return ix;
+}
+
+/* Probe from slot i: 0 (found, *eo set), ENOTFOUND, ECORRUPT. */
+static int probe(shm_view *v, const struct shm_index *ix, uint64_t h,
+                 const void *key, size_t klen, const struct shm_entry **ep) {
+  uint64_t mask = ix->capacity - 1, i = h & mask, tag = SHM_HASH_TAG(h);
+  for (uint64_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
+    /* pairs with the release of the slot in index.c:shm__index_insert */
+    uint64_t sv = shm_load_acquire(&ix->slot[i]);
+    if (sv == 0) return SHOAL_ENOTFOUND;
+    if (sv == SHM_SLOT_DELETED || SHM_SLOT_TAG(sv) != tag) continue;
+    uint64_t eo = SHM_SLOT_OFF(sv);
+    const struct shm_entry *e = (const struct shm_entry *)ptr(v, eo, 16);
+    if (!e) return SHOAL_ECORRUPT;
+    if (e->hash32 != (uint32_t)h || e->klen != klen) continue;
+    if (e->tower == 0 || e->tower > SHM_SKIP_MAXH ||
+        !ptr(v, eo, shm__entry_bytes(e->tower, klen)))
+      return SHOAL_ECORRUPT;
+    if (klen && memcmp((const uint8_t *)e + shm__entry_key_off(e->tower), key,
+                       klen) != 0)
+      continue;
+    *ep = e;
+    return 0;
+  }
+  return SHOAL_ECORRUPT; /* no empty slot: the index is not ours */
+}
+
+int shm_get(shm_view *v, const void *key, size_t klen, shm_val *out) {
+  if (shm_unlikely(!v->nest)) return SHOAL_ENOSECTION;
+  if (shm_unlikely(klen > SHM_KEY_MAX)) return SHOAL_ETOOBIG;
+  const struct shm_index *ix = load_index(v);
+  if (!ix) return SHOAL_ECORRUPT;
+  uint64_t h = shm__hash(v->sipkey, key, klen);
+  const struct shm_entry *e;
+  int err = probe(v, ix, h, key, klen, &e);
+  if (err) return err;
+  return resolve(v, e, 0, out, 0);
+}
+
+/* Groups of 16: hash all, prefetch their home slots, then the entries they
+ * name, then resolve. The DRAM latencies of a group overlap instead of
+ * adding up, which is what makes get_many cheaper per key than get. */
+#define GM_GROUP 16
+int shm_get_many(shm_view *v, size_t n, const shm_key *keys, shm_val *out,
+                 int *status) {
+  if (shm_unlikely(!v->nest)) return SHOAL_ENOSECTION;
+  const struct shm_index *ix = load_index(v);
+  int found = 0;
+  uint64_t hs[GM_GROUP];
+  for (size_t g = 0; g < n; g += GM_GROUP) {
+    size_t m = n - g < GM_GROUP ? n - g : GM_GROUP;
+    if (!ix) {
+      for (size_t i = 0; i < m; i++) status[g + i] = SHOAL_ECORRUPT;
+      continue;
+    }
+    uint64_t mask = ix->capacity - 1;
+    for (size_t i = 0; i < m; i++) {
+      const shm_key *k = &keys[g + i];
+      if (k->len > SHM_KEY_MAX) {
+        hs[i] = 0;
+        continue;
+      }
+      hs[i] = shm__hash(v->sipkey, k->data, k->len);
+      shm_prefetch(&ix->slot[hs[i] & mask]);
+    }
+    for (size_t i = 0; i < m; i++) {
+      uint64_t sv = shm_load_acquire(&ix->slot[hs[i] & mask]);
+      if (sv > SHM_SLOT_DELETED && SHM_SLOT_TAG(sv) == SHM_HASH_TAG(hs[i])) {
+        const uint8_t *e = ptr(v, SHM_SLOT_OFF(sv), 128);
+        if (e) {
+          shm_prefetch(e);
+          shm_prefetch(e + 64);
+        }
+      }
+    }
+    for (size_t i = 0; i < m; i++) {
+      const shm_key *k = &keys[g + i];
+      int st;
+      const struct shm_entry *e;
+      if (k->len > SHM_KEY_MAX)
+        st = SHOAL_ETOOBIG;
+      else if ((st = probe(v, ix, hs[i], k->data, k->len, &e)) == 0)
+        st = resolve(v, e, 0, &out[g + i], 0);
+      status[g + i] = st;
+      if (st == 0) found++;
+    }
+  }
+  return found;
+}
+
+size_t shm_prefix_end(const void *prefix, size_t plen, void *buf) {
+  const uint8_t *p = prefix;
+  uint8_t *b = buf;
+  size_t n = plen;
+  while (n > 0 && p[n - 1] == 0xff) n--;
+  if (n == 0) return 0;
+  memcpy(b, p, n);
+  b[n - 1]++;
+  return n;
+}
+
+static int keycmp(const uint8_t *a, size_t alen, const void *b, size_t blen) {
+  size_t m = alen < blen ? alen : blen;
+  int r = m ? memcmp(a, b, m) : 0;
+  if (r) return r;
+  return alen < blen ? -1 : alen > blen;
+}
+
+/* An entry at offset eo, checked, with its key. */
+static const struct shm_entry *entry_at(shm_view *v, uint64_t eo,
+                                        const uint8_t **key) {
+  const struct shm_entry *e = (const struct shm_entry *)ptr(v, eo, 16);
+  if (!e || e->tower == 0 || e->tower > SHM_SKIP_MAXH || e->klen > SHM_KEY_MAX ||
+      !ptr(v, eo, shm__entry_bytes(e->tower, e->klen)))
+    return NULL;
+  *key = (const uint8_t *)e + shm__entry_key_off(e->tower);
+  return e;
+}
+
+int shm_scan(shm_view *v, const void *start, size_t slen, const void *end,
+             size_t elen, shm_scan_fn fn, void *arg) {
+  if (shm_unlikely(!v->nest)) return SHOAL_ENOSECTION;
+  if (!start) slen = 0;
+  if (end && elen == 0) end = NULL;
+  /* descend to the last entry < start at each level */
+  const uint64_t *cur = v->hdr->skip_next;
+  unsigned height = shm_load_acquire(&v->hdr->skip_height);
+  if (height > SHM_SKIP_MAXH) return SHOAL_ECORRUPT;
+  const uint8_t *key;
+  for (int i = (int)height - 1; i >= 0; i--) {
+    for (unsigned steps = 0;; steps++) {
+      /* pairs with the release stores in skiplist.c */
+      uint64_t nx = shm_load_acquire(&cur[i]);
+      if (!nx) break;
+      const struct shm_entry *e = entry_at(v, nx, &key);
+      if (!e || e->tower <= (unsigned)i || steps > (1u << 26))
+        return SHOAL_ECORRUPT;
+      if (keycmp(key, e->klen, start, slen) >= 0) break;
+      cur = e->next;
+    }
+  }
+  /* walk level 0: strictly increasing keys, which also bounds the walk */
+  const uint8_t *prev = NULL;
+  size_t prevlen = 0;
+  uint64_t nx = shm_load_acquire(&cur[0]);
+  while (nx) {
+    const struct shm_entry *e = entry_at(v, nx, &key);
+    if (!e) return SHOAL_ECORRUPT;
+    if (prev && keycmp(prev, prevlen, key, e->klen) >= 0) return SHOAL_ECORRUPT;
+    if (end && keycmp(key, e->klen, end, elen) >= 0) break;
+    shm_val val;
+    int st = resolve(v, e, nx, &val, 0);
+    if (st == 0) {
+      int r = fn(arg, key, e->klen, &val);
+      if (r) return r;
+    } else if (st != SHOAL_ENOTFOUND) {
+      return st;
+    }
+    prev = key;
+    prevlen = e->klen;
+    nx = shm_load_acquire(&e->next[0]);
+  }
+  return 0;
+}
+
+/* The key's version at a fresh snapshot: the newest visible record's,
+ * tombstones included (a delete is a change a watcher wants to see). */
+static uint64_t current_version(shm_view *v, const void *key, size_t klen) {
+  if (shm_read_begin(v) != 0) return 0;
+  uint64_t ver = 0;
+  const struct shm_index *ix = load_index(v);
+  const struct shm_entry *e;
+  if (ix && probe(v, ix, shm__hash(v->sipkey, key, klen), key, klen, &e) == 0) {
+    shm_val val = {0};
+    int st = resolve(v, e, 0, &val, 1);
+    if (st == 0 || st == SHOAL_ENOTFOUND) ver = val.version;
+  }
+  shm_read_end(v);
+  return ver;
+}
+
+int shm_wait(shm_view *v, const void *key, size_t klen, uint64_t after,
+             int timeout_ms, uint64_t *version) {
+  if (v->nest) return SHOAL_EINVAL;
+  if (!v->slot) return SHOAL_ENOREADERS;
+  if (klen > SHM_KEY_MAX) return SHOAL_ETOOBIG;
+  uint32_t *bell = (uint32_t *)(v->base + SHM_DOORBELL_OFF) +
+                   shm__hash(v->sipkey, key, klen) % SHM_DOORBELLS;
+  struct timespec deadline;
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  if (timeout_ms >= 0) {
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (deadline.tv_nsec >= 1000000000) {
+      deadline.tv_sec++;
+      deadline.tv_nsec -= 1000000000;
+    }
+  }
+  shm_fetch_add_relaxed(&v->rhdr->waiters, 1);
+  /* pairs with the fence in store.c:shm__commit_publish (bump doorbell;
+   * fence; load waiters): either the writer sees us waiting and wakes the
+   * doorbell, or we see its bump below */
+  shm_fence_seq_cst();
+  int err = 0;
+  uint64_t ver = 0;
+  for (;;) {
+    uint32_t d = shm_load_acquire(bell);
+    ver = current_version(v, key, klen);
+    if (after == 0 ? ver != 0 : ver > after) break;
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ms >= 0) {
+      struct timespec now;
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      int64_t ns = (int64_t)(deadline.tv_sec - now.tv_sec) * 1000000000 +
+                   (deadline.tv_nsec - now.tv_nsec);
+      if (ns <= 0) {
+        err = SHOAL_ETIMEOUT;
+        break;
+      }
+      ts.tv_sec = ns / 1000000000;
+      ts.tv_nsec = ns % 1000000000;
+      tsp = &ts;
+    }
+    /* FUTEX_WAIT on the read-only mapping: the kernel only reads the word.
+     * Shared (not PRIVATE): the writer wakes through its own mapping. */
+    long r = syscall(SYS_futex, bell, FUTEX_WAIT, d, tsp, NULL, 0);
+    if (r != 0 && errno == EINTR) {
+      err = -EINTR;
+      break;
+    }
+  }
+  shm_fetch_sub_release(&v->rhdr->waiters, 1);
+  if (version) *version = ver;
+  return err;
+}
+
+void shm_view_stats(shm_view *v, shm_stats *st) {
+  const struct shm_header *h = v->hdr;
+  memset(st, 0, sizeof *st);
+  st->size = h->size;
+  st->backed = shm_load_relaxed(&h->backed_end);
+  st->heap_used = shm_load_relaxed(&h->c_heap_used);
+  st->heap_free = shm_load_relaxed(&h->c_heap_free) +
+                  shm_load_relaxed(&h->c_free_pages) * SHM_PAGE;
+  st->heap_top = shm_load_relaxed(&h->heap_top) - h->heap_start;
+  st->meta_bytes = h->heap_start;
+  st->keys = shm_load_relaxed(&h->c_keys);
+  st->key_bytes = shm_load_relaxed(&h->c_key_bytes);
+  st->value_bytes = shm_load_relaxed(&h->c_value_bytes);
+  st->records = shm_load_relaxed(&h->c_records);
+  st->entries = shm_load_relaxed(&h->c_entries);
+  st->commit_seq = shm_load_acquire(&h->commit_seq);
+  st->commits = shm_load_relaxed(&h->c_commits);
+  st->index_used = shm_load_relaxed(&h->c_index_used);
+  st->retired = shm_load_relaxed(&h->c_retired);
+  st->retired_bytes = shm_load_relaxed(&h->c_retired_bytes);
+  st->reclaimed = shm_load_relaxed(&h->c_reclaimed);
+  st->expired = shm_load_relaxed(&h->c_expired);
+  st->extents_used = shm_load_relaxed(&h->c_extent_pages);
+  st->pages_free = shm_load_relaxed(&h->c_free_pages);
+  uint64_t io = shm_load_acquire(&h->index_off);
+  if (io >= h->heap_start && io + 64 <= st->backed)
+    st->index_capacity = ((const struct shm_index *)(v->base + io))->capacity;
+  st->nclasses = SHM_NCLASSES;
+  for (int c = 0; c < SHM_NCLASSES; c++) {
+    st->class_size[c] = shm__class_size(c);
+    st->class_used[c] = shm_load_relaxed(&h->c_class_used[c]);
+    st->class_free[c] = shm_load_relaxed(&h->c_class_free[c]);
+  }
+  uint64_t hwm = shm_load_relaxed(&v->rhdr->hwm), min = 0, min_ms = 0;
+  if (hwm > v->rhdr->nslots) hwm = v->rhdr->nslots;
+  for (uint64_t i = 0; i < hwm; i++) {
+    const struct shm_reader_slot *sl = &v->slots[i];
+    if (shm_load_relaxed(&sl->pid)) st->readers_claimed++;
+    uint64_t snap = shm_load_acquire(&sl->snap);
+    if (!snap) continue;
+    st->readers_busy++;
+    if (!min || snap < min) {
+      min = snap;
+      min_ms = shm_load_relaxed(&sl->begin_ms);
+    }
+  }
+  st->oldest_snapshot = min;
+  if (min) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    st->oldest_snapshot_age_ms = now > min_ms ? now - min_ms : 0;
+  }
+}

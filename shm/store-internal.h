@@ -1,0 +1,115 @@
+/*
+ * store-internal.h - the writer's private state, shared by the writer-side
+ * files of shm/ (segment.c, alloc.c, index.c, skiplist.c, store.c, check.c).
+ * Nothing here is in shared memory except what the pointers point at.
+ */
+#ifndef SHM_STORE_INTERNAL_H
+#define SHM_STORE_INTERNAL_H
+
+#include <limits.h>
+
+#include "shm-internal.h"
+
+/* A block waiting for its grace period: freed when every busy reader's
+ * snapshot is >= seq. off has bit 0 set when only the pointer at clear must
+ * be zeroed (an embedded record: its memory belongs to its entry). */
+struct shm_retired {
+  uint64_t off;
+  uint64_t seq;
+  uint64_t clear; /* offset of a prev field to zero before freeing, or 0 */
+};
+
+/* A key whose newest record is a tombstone: unlinked from the index and the
+ * skiplist once no snapshot older than the tombstone remains. */
+struct shm_dead {
+  uint64_t entry;
+  uint64_t tomb; /* the tombstone record's offset when it was queued */
+  uint64_t version;
+};
+
+struct shm_store {
+  uint8_t *base;
+  uint64_t size;
+  struct shm_header *hdr;
+  uint32_t *doorbell;
+  uint32_t *pagetab;
+  int fd;  /* data object, flock'ed LOCK_EX */
+  int rfd; /* readers object */
+  struct shm_readers_hdr *rhdr;
+  struct shm_reader_slot *slots;
+  size_t rsize;
+  char path[PATH_MAX];
+  char rpath[PATH_MAX];
+
+  /* retire queue: a FIFO ring, seq non-decreasing from head to tail */
+  struct shm_retired *rq;
+  size_t rq_head, rq_len, rq_cap;
+  /* dead keys awaiting unlink */
+  struct shm_dead *dq;
+  size_t dq_len, dq_cap;
+
+  uint64_t rng;           /* xorshift state: skiplist tower heights */
+  uint64_t expire_cursor; /* next index slot shm_expire looks at */
+  uint64_t commits_since_reclaim;
+  uint64_t wakes;
+  uint32_t *touched; /* doorbells rung by the commit being built */
+  size_t ntouched, touched_cap;
+  char lasterr[512];
+};
+
+/* segment.c */
+int shm__back(shm_store *s, uint64_t end);
+int shm__errf(shm_store *s, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int shm__claim_slot(struct shm_readers_hdr *rh, struct shm_reader_slot *slots,
+                    pid_t pid, uint64_t start, int leased);
+void shm__release_slot(struct shm_reader_slot *slot, pid_t pid);
+
+/* alloc.c: the writer's allocator. Offsets are 8-aligned. */
+int shm__alloc(shm_store *s, uint64_t n, uint64_t *off);
+void shm__free(shm_store *s, uint64_t off);
+uint64_t shm__block_size(const shm_store *s, uint64_t off);
+void shm__alloc_reset(shm_store *s);
+/* Recovery: every carved block not marked in @bits (one bit per 8 bytes of
+ * the heap, set at block starts) is handed to @unreached. */
+void shm__alloc_rebuild(shm_store *s, const uint64_t *bits,
+                        void (*unreached)(shm_store *, uint64_t off));
+void shm__alloc_init_meta(shm_store *s);
+
+/* index.c */
+int shm__index_create(shm_store *s, uint64_t cap, uint64_t *off);
+struct shm_index *shm__index(shm_store *s);
+/* entry offset for key, or 0; *slotp = slot position when found */
+uint64_t shm__index_find(shm_store *s, uint64_t h, const void *key,
+                         size_t klen, uint64_t *slotp);
+/* make room for @extra more entries (grow or compact beside the old index
+ * and publish); may fail with SHOAL_ENOSPC and then changes nothing */
+int shm__index_reserve(shm_store *s, uint64_t extra);
+void shm__index_insert(shm_store *s, uint64_t h, uint64_t entry);
+void shm__index_remove(shm_store *s, uint64_t h, uint64_t entry);
+
+/* skiplist.c */
+unsigned shm__skip_random_tower(shm_store *s);
+void shm__skip_insert(shm_store *s, uint64_t entry);
+void shm__skip_remove(shm_store *s, uint64_t entry);
+int shm__keycmp(const void *a, size_t alen, const void *b, size_t blen);
+
+/* store.c */
+void shm__retire(shm_store *s, uint64_t off, uint64_t seq, uint64_t clear);
+void shm__commit_publish(shm_store *s, uint64_t seq);
+uint64_t shm__min_snapshot(shm_store *s, uint64_t *busy, uint64_t *oldest_ms);
+
+/* check.c */
+int shm__recover(shm_store *s);
+
+static inline struct shm_entry *shm__E(const shm_store *s, uint64_t off) {
+  return (struct shm_entry *)(s->base + off);
+}
+static inline struct shm_rec *shm__R(const shm_store *s, uint64_t off) {
+  return (struct shm_rec *)(s->base + off);
+}
+static inline uint8_t *shm__entry_key(struct shm_entry *e) {
+  return (uint8_t *)e + shm__entry_key_off(e->tower);
+}
+
+#endif
