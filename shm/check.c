@@ -599,7 +599,7 @@ int shm__recover(shm_store *s) {
 
   /* 3: relink the skiplist from the sorted kept set */
   cmp_w = &w;
-  qsort(keep, nkeep, sizeof *keep, cmp_entries);
+  if (nkeep) qsort(keep, nkeep, sizeof *keep, cmp_entries);
   unsigned maxh = 0;
   for (int lvl = SHM_SKIP_MAXH - 1; lvl >= 0; lvl--) {
     uint64_t next = 0;
