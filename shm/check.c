@@ -559,8 +559,8 @@ int shm__recover(shm_store *s) {
   uint64_t seq = h->commit_seq, u = seq + 1;
 
   /* 1-2: trim unpublished records; find the entries to keep */
-  uint64_t *keep = NULL;
-  size_t nkeep = 0, kcap = 0;
+  uint64_t *keep = NULL, *chain = NULL;
+  size_t nkeep = 0, kcap = 0, nchain = 0, chcap = 0;
   int err = 0;
   struct shm_index *ix = shm__index(s);
   for (size_t pass = 0; pass < 2 && !err; pass++) {
@@ -666,25 +666,21 @@ int shm__recover(shm_store *s) {
       vb += hr->len;
     }
     /* older records: retire oldest first, each clearing its successor's
-     * prev before it is freed */
-    uint64_t chain[64], succ[64];
-    size_t nc = 0;
+     * prev before it is freed (the FIFO frees in push order) */
+    nchain = 0;
     for (uint64_t ro = e->head; ro;) {
       struct shm_rec *r = shm__R(s, ro);
       if (r->flags & SHM_REC_EMBED) break;
       uint64_t pv = *shm__rec_prev(r);
       if (!pv) break;
-      if (nc == 64) { /* very long chain: retire the rest from here */
-        for (size_t j = nc; j-- > 0;)
-          shm__retire(s, chain[j], u, succ[j]);
-        nc = 0;
-      }
       int emb = (shm__R(s, pv)->flags & SHM_REC_EMBED) != 0;
-      chain[nc] = pv | (emb ? 5 : 1);
-      succ[nc++] = ro + sizeof(struct shm_rec);
+      if ((err = grow(&chain, &nchain, &chcap, pv | (emb ? 5 : 1))) != 0 ||
+          (err = grow(&chain, &nchain, &chcap, ro + sizeof(struct shm_rec))))
+        goto out;
       ro = pv;
     }
-    for (size_t j = nc; j-- > 0;) shm__retire(s, chain[j], u, succ[j]);
+    for (size_t j = nchain; j >= 2; j -= 2)
+      shm__retire(s, chain[j - 2], u, chain[j - 1]);
   }
   h->c_keys = keys;
   h->c_key_bytes = kb;
@@ -703,6 +699,7 @@ int shm__recover(shm_store *s) {
   shm_sweep_readers(s);
   shm_reclaim(s);
 out:
+  free(chain);
   free(keep);
   walker_free(&w);
   return err;

@@ -52,6 +52,7 @@ struct shm_store {
   uint64_t expire_cursor; /* next index slot shm_expire looks at */
   uint64_t commits_since_reclaim;
   uint64_t wakes;
+  int in_reclaim; /* shm_reclaim publishes a GC commit: no recursion */
   uint32_t *touched; /* doorbells rung by the commit being built */
   size_t ntouched, touched_cap;
   char lasterr[512];

@@ -116,11 +116,9 @@ static uint64_t entry_hash(shm_store *s, struct shm_entry *e) {
   return shm__hash(s->hdr->sipkey, shm__entry_key(e), e->klen);
 }
 
-static int in_reclaim;
-
 size_t shm_reclaim(shm_store *s) {
-  if (in_reclaim) return 0;
-  in_reclaim = 1;
+  if (s->in_reclaim) return 0;
+  s->in_reclaim = 1;
   struct shm_header *h = s->hdr;
   size_t freed = 0;
   for (int round = 0; round < 2; round++) {
@@ -169,7 +167,7 @@ size_t shm_reclaim(shm_store *s) {
     shm__commit_publish(s, u);
   }
   s->commits_since_reclaim = 0;
-  in_reclaim = 0;
+  s->in_reclaim = 0;
   return freed;
 }
 
