@@ -156,6 +156,9 @@ static int probe(shm_view *v, const struct shm_index *ix, uint64_t h,
     uint64_t eo = SHM_SLOT_OFF(sv);
     const struct shm_entry *e = (const struct shm_entry *)ptr(v, eo, 16);
     if (!e) return SHOAL_ECORRUPT;
+    /* the entry's second line (key tail, embedded value) is fetched in
+     * parallel with the first instead of after it */
+    shm_prefetch((const uint8_t *)e + 64);
     if (e->hash32 != (uint32_t)h || e->klen != klen) continue;
     if (e->tower == 0 || e->tower > SHM_SKIP_MAXH ||
         !ptr(v, eo, shm__entry_bytes(e->tower, klen)))

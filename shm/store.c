@@ -258,6 +258,33 @@ static void write_rec(shm_store *s, uint64_t off, uint32_t flags,
   if (vlen) memcpy(f, val, vlen);
 }
 
+/* The last op before i on the same key, or -1; records i in the table.
+ * Small batches (seen == NULL) look back linearly. */
+static int find_prior(const shm_op *ops, struct plan *P, size_t i,
+                      uint32_t *seen, uint64_t mask) {
+  const shm_op *op = &ops[i];
+  uint64_t hh = P[i].h;
+  if (!seen) {
+    for (size_t j = i; j-- > 0;)
+      if (P[j].h == hh && ops[j].klen == op->klen &&
+          memcmp(ops[j].key, op->key, op->klen) == 0)
+        return (int)j;
+    return -1;
+  }
+  for (uint64_t k = hh & mask;; k = (k + 1) & mask) {
+    uint32_t j = seen[k];
+    if (j == UINT32_MAX) {
+      seen[k] = (uint32_t)i;
+      return -1;
+    }
+    if (P[j].h == hh && ops[j].klen == op->klen &&
+        memcmp(ops[j].key, op->key, op->klen) == 0) {
+      seen[k] = (uint32_t)i; /* later ops chain to the latest */
+      return (int)j;
+    }
+  }
+}
+
 static int debug_yield = -1;
 static void maybe_yield(shm_store *s) {
   if (debug_yield < 0) {
@@ -279,6 +306,21 @@ static int batch(shm_store *s, const shm_op *ops, size_t n, uint64_t *seqp,
   int err = 0;
   size_t i, newents = 0, writes = 0;
   if (!now) now = shm_now_ms();
+  /* ops on the same key within the batch: a hash table of op indexes for
+   * large batches (a linear look back would make loading O(n^2)) */
+  uint32_t *seen = NULL;
+  uint64_t seen_mask = 0;
+  if (n > 16) {
+    seen_mask = 64;
+    while (seen_mask < 2 * n) seen_mask *= 2;
+    seen = malloc(seen_mask * sizeof *seen);
+    if (!seen) {
+      if (P != stack) free(P);
+      return shm__errf(s, -ENOMEM, "batch of %zu ops: out of memory", n);
+    }
+    memset(seen, 0xff, seen_mask * sizeof *seen);
+    seen_mask--;
+  }
 
   /* phase 1: plan, check, allocate */
   for (i = 0; i < n; i++) {
@@ -307,12 +349,7 @@ static int batch(shm_store *s, const shm_op *ops, size_t n, uint64_t *seqp,
       break;
     }
     p->h = shm__hash(h->sipkey, op->key, op->klen);
-    for (size_t j = i; j-- > 0;)
-      if (P[j].h == p->h && ops[j].klen == op->klen &&
-          memcmp(ops[j].key, op->key, op->klen) == 0) {
-        p->prior = (int)j;
-        break;
-      }
+    p->prior = find_prior(ops, P, i, seen, seen_mask);
     if (p->prior >= 0) {
       struct plan *q = &P[p->prior];
       p->entry = q->entry;
@@ -393,8 +430,10 @@ static int batch(shm_store *s, const shm_op *ops, size_t n, uint64_t *seqp,
       if (P[j].rec && !(P[j].rflags & SHM_REC_EMBED)) shm__free(s, P[j].rec);
     }
     if (P != stack) free(P);
+    free(seen);
     return err;
   }
+  free(seen);
   if (!writes) {
     if (P != stack) free(P);
     return 0;
