@@ -48,11 +48,15 @@ static inline uint64_t *word(shm_store *s, uint64_t off) {
   return (uint64_t *)(s->base + off);
 }
 
+/* Continuation pages first, the head last: a writer killed half way leaves
+ * either the old head (whose run no longer checks out: recovery turns its
+ * pages into free pages) or a complete new run. Stores are relaxed atomics:
+ * shoal-inspect may read the table while the writer runs. */
 static void mark_run(shm_store *s, uint64_t p, uint64_t np, int tag,
                      uint32_t val) {
-  s->pagetab[p] = SHM_PT_MAKE(tag, val);
   for (uint64_t i = 1; i < np; i++)
-    s->pagetab[p + i] = SHM_PT_MAKE(SHM_PT_CONT, (uint32_t)i);
+    shm_store_relaxed(&s->pagetab[p + i], SHM_PT_MAKE(SHM_PT_CONT, (uint32_t)i));
+  shm_store_relaxed(&s->pagetab[p], SHM_PT_MAKE(tag, val));
 }
 
 /* ---------------------------------------------------------- free runs -- */
@@ -110,14 +114,18 @@ static void pages_free(shm_store *s, uint64_t p, uint64_t np) {
   run_link(s, p, np);
 }
 
-/* np pages: first fit from the free runs, else from the bump pointer. */
-static int pages_alloc(shm_store *s, uint64_t np, uint64_t *off) {
+/* np pages, marked as a run of tag/val: first fit from the free runs,
+ * else from the bump pointer. The new run is complete in the page table
+ * before heap_top passes it or the rest of a split run is relinked. */
+static int pages_alloc(shm_store *s, uint64_t np, int tag, uint32_t val,
+                       uint64_t *off) {
   struct shm_header *h = s->hdr;
   for (uint64_t r = h->run_free_head; r;
        r = ((struct shm_run *)(s->base + r))->next) {
     uint64_t p = r / SHM_PAGE, n = SHM_PT_VAL(s->pagetab[p]);
     if (n < np) continue;
     run_unlink(s, p);
+    mark_run(s, p, np, tag, val);
     if (n > np) run_link(s, p + np, n - np);
     *off = r;
     return 0;
@@ -131,7 +139,8 @@ static int pages_alloc(shm_store *s, uint64_t np, uint64_t *off) {
                      (unsigned long long)s->size);
   int err = shm__back(s, need);
   if (err) return err;
-  h->heap_top = need;
+  mark_run(s, top / SHM_PAGE, np, tag, val);
+  shm_store_relaxed(&h->heap_top, need);
   *off = top;
   return 0;
 }
@@ -150,10 +159,8 @@ int shm__alloc(shm_store *s, uint64_t n, uint64_t *off) {
   if (c >= 0) {
     if (!h->class_free[c]) {
       uint64_t so;
-      int err = pages_alloc(s, SHM_SLAB_PAGES, &so);
+      int err = pages_alloc(s, SHM_SLAB_PAGES, SHM_PT_SLAB, (uint32_t)c, &so);
       if (err) return err;
-      uint64_t p = so / SHM_PAGE;
-      mark_run(s, p, SHM_SLAB_PAGES, SHM_PT_SLAB, (uint32_t)c);
       uint32_t bs = shm__class_size(c), nb = SHM_SLAB / bs;
       /* push in reverse so blocks come out in address order */
       for (uint32_t i = nb; i-- > 0;) {
@@ -178,9 +185,8 @@ int shm__alloc(shm_store *s, uint64_t n, uint64_t *off) {
     return shm__errf(s, SHOAL_ETOOBIG, "allocation of %llu bytes",
                      (unsigned long long)n);
   uint64_t eo;
-  int err = pages_alloc(s, np, &eo);
+  int err = pages_alloc(s, np, SHM_PT_EXTENT, (uint32_t)np, &eo);
   if (err) return err;
-  mark_run(s, eo / SHM_PAGE, np, SHM_PT_EXTENT, (uint32_t)np);
   h->c_extent_pages += np;
   h->c_heap_used += np * SHM_PAGE;
   *off = eo;

@@ -44,6 +44,7 @@ struct walker {
   const struct shm_header *h;
   uint64_t size, limit, heap_start, top, seq;
   const uint32_t *pt;
+  uint32_t *fix; /* recovery: the writable page table, to repair */
   int strict, quiescent;
   shm_check_fn fn;
   void *arg;
@@ -111,6 +112,34 @@ static uint64_t block_of(struct walker *w, uint64_t off, uint64_t *bsize) {
   return 0;
 }
 
+/* A run of pages that checks out: a known head tag, and every later page a
+ * continuation at the right distance, all below heap_top. Returns its
+ * length, or 0. */
+static uint64_t run_ok(struct walker *w, uint64_t p, uint64_t top) {
+  uint32_t e = w->pt[p];
+  int tag = SHM_PT_TAG(e);
+  uint64_t np;
+  if (tag == SHM_PT_SLAB) {
+    if (SHM_PT_VAL(e) >= SHM_NCLASSES) return 0;
+    np = SHM_SLAB_PAGES;
+  } else if (tag == SHM_PT_EXTENT || tag == SHM_PT_FREE) {
+    np = SHM_PT_VAL(e);
+  } else {
+    return 0;
+  }
+  if (np == 0 || p + np > top) return 0;
+  for (uint64_t i = 1; i < np; i++)
+    if (w->pt[p + i] != SHM_PT_MAKE(SHM_PT_CONT, i)) return 0;
+  return np;
+}
+
+/* Strict mode reports the first bad run. Recovery mode repairs: a writer
+ * killed while splitting, merging or marking runs (alloc.c writes the
+ * continuation pages first and the head last, and moves heap_top only over
+ * complete runs) leaves only pages that belong to no block anyone can
+ * reach; they become free pages (SHM_PT_NONE, relinked as free runs by the
+ * rebuild). A reachable block inside such pages is then caught by
+ * block_of() as corruption. */
 static int check_pages(struct walker *w) {
   uint64_t first = w->heap_start / SHM_PAGE, top = w->top / SHM_PAGE;
   for (uint64_t p = 0; p < first; p++)
@@ -120,35 +149,19 @@ static int check_pages(struct walker *w) {
       return -1;
     }
   for (uint64_t p = first; p < top;) {
-    uint32_t e = w->pt[p];
-    int tag = SHM_PT_TAG(e);
-    uint64_t np;
-    if (tag == SHM_PT_SLAB) {
-      if (SHM_PT_VAL(e) >= SHM_NCLASSES) {
-        problem(w, "page table: slab at page %llu has class %u",
-                (unsigned long long)p, SHM_PT_VAL(e));
-        return -1;
-      }
-      np = SHM_SLAB_PAGES;
-    } else if (tag == SHM_PT_EXTENT || tag == SHM_PT_FREE) {
-      np = SHM_PT_VAL(e);
-    } else {
-      problem(w, "page table: page %llu below heap_top has tag %d",
-              (unsigned long long)p, tag);
+    uint64_t np = run_ok(w, p, top);
+    if (np) {
+      p += np;
+      continue;
+    }
+    if (!w->fix) {
+      problem(w, "page table: page %llu (entry %#x) does not start a valid "
+                 "run",
+              (unsigned long long)p, w->pt[p]);
       return -1;
     }
-    if (np == 0 || p + np > top) {
-      problem(w, "page table: run at page %llu of %llu pages passes heap_top",
-              (unsigned long long)p, (unsigned long long)np);
-      return -1;
-    }
-    for (uint64_t i = 1; i < np; i++)
-      if (w->pt[p + i] != SHM_PT_MAKE(SHM_PT_CONT, i)) {
-        problem(w, "page table: page %llu should continue the run at %llu",
-                (unsigned long long)(p + i), (unsigned long long)p);
-        return -1;
-      }
-    p += np;
+    w->fix[p] = SHM_PT_MAKE(SHM_PT_NONE, 0);
+    p++;
   }
   return 0;
 }
@@ -544,6 +557,7 @@ int shm__recover(shm_store *s) {
   w.size = s->size;
   w.limit = h->backed_end;
   w.pt = s->pagetab;
+  w.fix = s->pagetab;
   w.fn = fail_log;
   w.arg = s;
   s->lasterr[0] = 0;
