@@ -118,7 +118,7 @@ static void pages_free(shm_store *s, uint64_t p, uint64_t np) {
  * else from the bump pointer. The new run is complete in the page table
  * before heap_top passes it or the rest of a split run is relinked. */
 static int pages_alloc(shm_store *s, uint64_t np, int tag, uint32_t val,
-                       uint64_t *off) {
+                       unsigned flags, uint64_t *off) {
   struct shm_header *h = s->hdr;
   for (uint64_t r = h->run_free_head; r;
        r = ((struct shm_run *)(s->base + r))->next) {
@@ -131,13 +131,14 @@ static int pages_alloc(shm_store *s, uint64_t np, int tag, uint32_t val,
     return 0;
   }
   uint64_t top = h->heap_top, need = top + np * SHM_PAGE;
-  if (need > s->size || need < top)
+  uint64_t keep = (flags & SHM_ALLOC_RESERVE) ? 0 : SHM_DELETE_RESERVE;
+  if (need < top || need + keep > s->size)
     return shm__errf(s, SHOAL_ENOSPC,
                      "store %s is full: %llu more pages do not fit in its "
                      "size of %llu bytes (delete keys or recreate it larger)",
                      s->path, (unsigned long long)np,
                      (unsigned long long)s->size);
-  int err = shm__back(s, need);
+  int err = shm__back(s, need + keep);
   if (err) return err;
   mark_run(s, top / SHM_PAGE, np, tag, val);
   shm_store_relaxed(&h->heap_top, need);
@@ -154,12 +155,17 @@ void shm__alloc_init_meta(shm_store *s) {
 }
 
 int shm__alloc(shm_store *s, uint64_t n, uint64_t *off) {
+  return shm__alloc_ex(s, n, 0, off);
+}
+
+int shm__alloc_ex(shm_store *s, uint64_t n, unsigned flags, uint64_t *off) {
   struct shm_header *h = s->hdr;
   int c = shm__class_of(n);
   if (c >= 0) {
     if (!h->class_free[c]) {
       uint64_t so;
-      int err = pages_alloc(s, SHM_SLAB_PAGES, SHM_PT_SLAB, (uint32_t)c, &so);
+      int err = pages_alloc(s, SHM_SLAB_PAGES, SHM_PT_SLAB, (uint32_t)c, flags,
+                            &so);
       if (err) return err;
       uint32_t bs = shm__class_size(c), nb = SHM_SLAB / bs;
       /* push in reverse so blocks come out in address order */
@@ -185,7 +191,7 @@ int shm__alloc(shm_store *s, uint64_t n, uint64_t *off) {
     return shm__errf(s, SHOAL_ETOOBIG, "allocation of %llu bytes",
                      (unsigned long long)n);
   uint64_t eo;
-  int err = pages_alloc(s, np, SHM_PT_EXTENT, (uint32_t)np, &eo);
+  int err = pages_alloc(s, np, SHM_PT_EXTENT, (uint32_t)np, flags, &eo);
   if (err) return err;
   h->c_extent_pages += np;
   h->c_heap_used += np * SHM_PAGE;

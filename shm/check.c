@@ -43,6 +43,8 @@ struct walker {
   const uint8_t *base;
   const struct shm_header *h;
   uint64_t size, limit, heap_start, top, seq;
+  uint64_t snap; /* live check: the section's snapshot (0: quiescent) */
+  const uint64_t *live_top, *live_limit; /* re-read on a miss when live */
   const uint32_t *pt;
   uint32_t *fix; /* recovery: the writable page table, to repair */
   int strict, quiescent;
@@ -83,6 +85,16 @@ static inline uint64_t bidx(struct walker *w, uint64_t off) {
 }
 
 static int inheap(struct walker *w, uint64_t off, uint64_t len) {
+  if ((off & 7) == 0 && off >= w->heap_start && len <= w->top &&
+      off <= w->top - len)
+    return 1;
+  if (!w->snap) return 0;
+  /* live: the writer may have carved more since we looked */
+  uint64_t lim = shm_load_acquire(w->live_limit);
+  uint64_t top = shm_load_acquire(w->live_top);
+  if (lim > w->size || top > lim) return 0;
+  w->limit = lim;
+  w->top = top;
   return (off & 7) == 0 && off >= w->heap_start && len <= w->top &&
          off <= w->top - len;
 }
@@ -248,7 +260,15 @@ static int check_chain(struct walker *w, uint64_t eo, int *live,
               (unsigned long long)prev_ver);
       return -1;
     }
-    if (w->strict && r->version > w->seq + !w->quiescent) {
+    /* A killed writer can leave records of the one commit it was building
+     * (commit_seq + 1), never anything newer. */
+    if (!w->strict && r->version > w->seq + 1) {
+      problem(w, "record %llu: version %llu is beyond commit_seq %llu + 1",
+              (unsigned long long)ro, (unsigned long long)r->version,
+              (unsigned long long)w->seq);
+      return -1;
+    }
+    if (w->strict && !w->snap && r->version > w->seq) {
       problem(w, "record %llu: version %llu newer than commit_seq %llu",
               (unsigned long long)ro, (unsigned long long)r->version,
               (unsigned long long)w->seq);
@@ -261,6 +281,9 @@ static int check_chain(struct walker *w, uint64_t eo, int *live,
     prev_ver = r->version;
     (*nrec)++;
     if (r->flags & SHM_REC_EMBED) break;
+    /* live: records older than the first one our snapshot sees may have
+     * been freed already (they were retired at a version <= snap) */
+    if (w->snap && r->version <= w->snap) break;
     ro = *(const uint64_t *)(r + 1);
   }
   if (first) {
@@ -300,7 +323,9 @@ static int walk(struct walker *w) {
             (unsigned long long)w->top);
     return -1;
   }
-  if (check_pages(w)) return -1;
+  /* live, runs are split and merged under us: the page table is checked
+   * only when quiescent (block_of still validates every block we follow) */
+  if (!w->snap && check_pages(w)) return -1;
   w->nbits = (w->top - w->heap_start) / 8 + 64;
   w->in_index = calloc(w->nbits / 64 + 1, 8);
   w->in_list = calloc(w->nbits / 64 + 1, 8);
@@ -371,10 +396,10 @@ static int walk(struct walker *w) {
       w->value_bytes += vlen;
     }
   }
-  if (w->strict && ix->used != w->idx_used)
+  if (w->strict && !w->snap && ix->used != w->idx_used)
     problem(w, "index: used count %llu, found %llu",
             (unsigned long long)ix->used, (unsigned long long)w->idx_used);
-  if (w->strict && w->idx_used * 8 > cap * 5)
+  if (w->strict && !w->snap && w->idx_used * 8 > cap * 5)
     problem(w, "index: load above 5/8 (%llu of %llu)",
             (unsigned long long)w->idx_used, (unsigned long long)cap);
 
@@ -400,7 +425,9 @@ static int walk(struct walker *w) {
     setbit(w->in_list, bidx(w, nx));
     if (grow(&w->list, &w->nlist, &lcap, nx)) return -1;
     if (!bit(w->in_index, bidx(w, nx))) {
-      if (w->strict)
+      if (w->strict && w->snap)
+        ; /* inserted or unlinked since the index pass: not comparable */
+      else if (w->strict)
         problem(w, "skiplist: entry %llu is not in the index",
                 (unsigned long long)nx);
       else {
@@ -413,7 +440,9 @@ static int walk(struct walker *w) {
     pkl = kl;
     nx = shm_load_acquire(&((const struct shm_entry *)(w->base + nx))->next[0]);
   }
-  if (!w->strict) return 0;
+  /* The cross-checks below compare two passes over structures the writer
+   * changes between them: only meaningful when nothing commits. */
+  if (!w->strict || w->snap) return 0;
 
   for (size_t i = 0; i < w->nents; i++)
     if (!bit(w->in_list, bidx(w, w->ents[i])))
@@ -492,6 +521,15 @@ unsigned shm_check(shm_view *v, int quiescent, shm_check_fn fn, void *arg) {
     return w.problems;
   }
   int began = v->slot && shm_read_begin(v) == 0;
+  if (!quiescent) {
+    if (!began) {
+      problem(&w, "a live check needs a reader slot to pin its snapshot");
+      return w.problems;
+    }
+    w.snap = v->snap;
+    w.live_top = &h->heap_top;
+    w.live_limit = &h->backed_end;
+  }
   if (walk(&w) == 0 && quiescent) {
 #define CNT(field, val)                                                        \
   if (shm_load_relaxed(&h->field) != (val))                                    \
@@ -556,20 +594,31 @@ int shm__recover(shm_store *s) {
   w.h = h;
   w.size = s->size;
   w.limit = h->backed_end;
-  w.pt = s->pagetab;
-  w.fix = s->pagetab;
+  /* Page-table repairs go to a private copy first: a refused attach must
+   * leave the segment exactly as it found it. */
+  uint32_t *ptcopy = malloc(h->npages * sizeof *ptcopy);
+  if (!ptcopy) return -ENOMEM;
+  memcpy(ptcopy, s->pagetab, h->npages * sizeof *ptcopy);
+  w.pt = ptcopy;
+  w.fix = ptcopy;
   w.fn = fail_log;
   w.arg = s;
   s->lasterr[0] = 0;
   int unclean = !h->clean;
   if (walk(&w) != 0 || w.problems) {
     walker_free(&w);
+    free(ptcopy);
     char why[512];
     snprintf(why, sizeof why, "%s", s->lasterr);
     return shm__errf(s, SHOAL_ECORRUPT,
                      "%s: consistency check failed, nothing was changed: %s",
                      s->path, why);
   }
+  for (uint64_t p = 0; p < h->npages; p++)
+    if (ptcopy[p] != s->pagetab[p]) shm_store_relaxed(&s->pagetab[p], ptcopy[p]);
+  free(ptcopy);
+  w.pt = s->pagetab;
+  w.fix = NULL;
   uint64_t seq = h->commit_seq, u = seq + 1;
 
   /* 1-2: trim unpublished records; find the entries to keep */

@@ -51,7 +51,7 @@ static inline const uint8_t *ptr(shm_view *v, uint64_t off, uint64_t len) {
   uint64_t be = shm_load_acquire(&v->hdr->backed_end);
   if (be > v->size) return NULL;
   v->limit = be;
-  if (off < v->hdr->heap_start || off > be - len) return NULL;
+  if (len > be || off < v->hdr->heap_start || off > be - len) return NULL;
   return v->base + off;
 }
 

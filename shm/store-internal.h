@@ -68,6 +68,12 @@ void shm__release_slot(struct shm_reader_slot *slot, pid_t pid);
 
 /* alloc.c: the writer's allocator. Offsets are 8-aligned. */
 int shm__alloc(shm_store *s, uint64_t n, uint64_t *off);
+/* Deletes may dip into a reserve of SHM_DELETE_RESERVE backed bytes that
+ * every other allocation leaves untouched, so a full store (or a full
+ * tmpfs) still accepts the deletes that make room. */
+#define SHM_ALLOC_RESERVE 0x1u
+#define SHM_DELETE_RESERVE (2ull * SHM_SLAB)
+int shm__alloc_ex(shm_store *s, uint64_t n, unsigned flags, uint64_t *off);
 void shm__free(shm_store *s, uint64_t off);
 uint64_t shm__block_size(const shm_store *s, uint64_t off);
 void shm__alloc_reset(shm_store *s);

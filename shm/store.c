@@ -207,7 +207,7 @@ void shm__commit_publish(shm_store *s, uint64_t seq) {
   /* Amortised reclamation: scanning the reader table costs one load per
    * claimed slot, so do it when enough has been retired, not per commit. */
   if (++s->commits_since_reclaim >= 1024 || s->rq_len >= 512 ||
-      s->dq_len >= 128)
+      s->dq_len >= 128 || h->c_retired_bytes >= (s->size >> 6))
     shm_reclaim(s);
 }
 
@@ -404,7 +404,8 @@ static int batch(shm_store *s, const shm_op *ops, size_t n, uint64_t *seqp,
         }
       }
     } else {
-      err = shm__alloc(s, shm__rec_bytes(fl, is_put ? op->vlen : 0), &p->rec);
+      err = shm__alloc_ex(s, shm__rec_bytes(fl, is_put ? op->vlen : 0),
+                          is_put ? 0 : SHM_ALLOC_RESERVE, &p->rec);
     }
     p->rflags = fl;
     if (err) {
@@ -519,20 +520,31 @@ static int batch(shm_store *s, const shm_op *ops, size_t n, uint64_t *seqp,
   return 0;
 }
 
+/* A store that looks full may only be waiting for reclamation: retired
+ * versions whose readers are gone. Reclaim and try once more before
+ * answering SHOAL_ENOSPC. */
+static int batch_retry(shm_store *s, const shm_op *ops, size_t n,
+                       uint64_t *seq, size_t *failed, uint64_t *curver) {
+  int err = batch(s, ops, n, seq, failed, curver, 0);
+  if (err == SHOAL_ENOSPC && (s->rq_len || s->dq_len) && shm_reclaim(s) > 0)
+    err = batch(s, ops, n, seq, failed, curver, 0);
+  return err;
+}
+
 int shm_batch(shm_store *s, const shm_op *ops, size_t n, uint64_t *seq,
               size_t *failed) {
-  return batch(s, ops, n, seq, failed, NULL, 0);
+  return batch_retry(s, ops, n, seq, failed, NULL);
 }
 
 int shm_put(shm_store *s, const void *key, size_t klen, const void *val,
             size_t vlen, uint64_t expires_at, uint64_t *version) {
   shm_op op = {SHM_OP_PUT, key, klen, val, vlen, 0, expires_at};
-  return batch(s, &op, 1, version, NULL, NULL, 0);
+  return batch_retry(s, &op, 1, version, NULL, NULL);
 }
 
 int shm_del(shm_store *s, const void *key, size_t klen, uint64_t *version) {
   shm_op op = {SHM_OP_DEL, key, klen, NULL, 0, 0, 0};
-  return batch(s, &op, 1, version, NULL, NULL, 0);
+  return batch_retry(s, &op, 1, version, NULL, NULL);
 }
 
 int shm_cas(shm_store *s, const void *key, size_t klen, uint64_t expect,
@@ -540,7 +552,7 @@ int shm_cas(shm_store *s, const void *key, size_t klen, uint64_t expect,
             uint64_t *version) {
   shm_op op = {SHM_OP_CAS, key, klen, val, vlen, expect, expires_at};
   uint64_t cur = 0, seq = 0;
-  int err = batch(s, &op, 1, &seq, NULL, &cur, 0);
+  int err = batch_retry(s, &op, 1, &seq, NULL, &cur);
   if (version) *version = err == SHOAL_ECONFLICT ? cur : seq;
   return err;
 }
