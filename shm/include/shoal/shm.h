@@ -200,7 +200,9 @@ SHM_WUR int shm_cas(shm_store *s, const void *key, size_t klen, uint64_t expect,
  * non-NULL) receives the index of the failing op and its code is returned.
  * Later ops see earlier ops of the same batch (put then cas on the new
  * version is not expressible; a cas sees the version before the batch).
- * @n == 0 is a no-op returning 0 with *seq = the current commit_seq.
+ * @n == 0 is a no-op returning 0 with *seq = the current commit_seq; so is
+ * a batch whose ops change nothing (only SHM_OP_DEL_ANY of absent keys): no
+ * commit is made and no version is consumed.
  */
 SHM_WUR int shm_batch(shm_store *s, const shm_op *ops, size_t n, uint64_t *seq,
                       size_t *failed);
