@@ -265,8 +265,27 @@ START_TEST(tmpfs_full_large_values) {
     CK_OK(shm_del(ut_s, k, kl, NULL));
   }
   for (int i = 0; i < 8; i++) (void)shm_reclaim(ut_s);
-  for (int i = 0; i < n; i++) CK_OK(put_key(i, 300000, 3));
-  verify_range(ut_v, 0, n, 1, 300000, 3, 1);
+  /* The freed extents come back. The allocator may carve one slab (for
+   * entries or its delete reserve) out of them, so the very last one may
+   * not fit any more: all but one must. */
+  int back = 0;
+  for (int i = 0; i < n; i++) {
+    int rc = put_key(i, 300000, 3);
+    if (rc == 0) {
+      back++;
+      continue;
+    }
+    shm_stats st;
+    ut_stats(ut_s, &st);
+    ck_assert_msg(rc == SHOAL_ENOSPC && i == n - 1,
+                  "re-put %d of %d large values after deleting them all: %s "
+                  "(%s); pages_free %" PRIu64 " heap_used %" PRIu64
+                  " retired %" PRIu64, i, n, shoal_errname(rc),
+                  shm_store_lasterr(ut_s), st.pages_free, st.heap_used,
+                  st.retired);
+  }
+  verify_range(ut_v, 0, back, 1, 300000, 3, 1);
+  verify_range(ut_v, n, n + m, 1, 1000, 1, 1);
   ck_assert_uint_eq(ut_check(ut_v, 1), 0);
 }
 END_TEST

@@ -863,6 +863,27 @@ START_TEST(damaged_skiplist) {
 }
 END_TEST
 
+/* The allocator's free lists live in the segment too: a cycle there must
+ * not hang shm_check (or the writer's recovery). */
+START_TEST(damaged_free_list) {
+  struct img im;
+  img_make(&im);
+  struct shm_header *h = (void *)im.base;
+  int c = 0;
+  while (c < SHM_NCLASSES && h->class_free[c] == 0) c++;
+  ck_assert_msg(c < SHM_NCLASSES, "no free list to damage");
+  uint64_t b = h->class_free[c];
+  uint64_t *next = (uint64_t *)(im.base + b);
+  *next = b; /* a one-block cycle */
+  expect_damage(&im, "free list cycle");
+  *next = im.size + 4096;
+  expect_damage(&im, "free list next beyond the segment");
+  h->class_free[c] = 12345;
+  expect_damage(&im, "free list head misaligned");
+  img_free(&im);
+}
+END_TEST
+
 /* Random byte flips in the heap: shm_check may or may not notice (a value
  * byte is not checkable), but no reader may crash or hang. */
 START_TEST(damaged_heap_fuzz) {
@@ -875,6 +896,7 @@ START_TEST(damaged_heap_fuzz) {
   const char *env = getenv("SHOAL_FUZZ_SEED");
   if (env) seed = (unsigned)strtoul(env, NULL, 0);
   int iters = 300;
+  if (getenv("SHOAL_FUZZ_ITERS")) iters = atoi(getenv("SHOAL_FUZZ_ITERS"));
   for (int it = 0; it < iters; it++) {
     unsigned iter_seed = seed + it;
     unsigned rs = iter_seed;
@@ -899,7 +921,17 @@ START_TEST(damaged_heap_fuzz) {
     snprintf(what, sizeof what, "fuzz seed %u (SHOAL_FUZZ_SEED=%u, iter %d)",
              iter_seed, seed, it);
     if (getenv("SHOAL_FUZZ_VERBOSE")) fprintf(stderr, "%s\n", what);
+    int fails = dmg_fail;
     (void)probe_child(what);
+    const char *save = getenv("SHOAL_FUZZ_SAVE"); /* keep failing images */
+    if (save && dmg_fail != fails) {
+      char cmd[2048];
+      snprintf(cmd, sizeof cmd, "mkdir -p '%s/%u' && cp '%s'/shoal.* '%s/%u/'",
+               save, iter_seed, ut_dir, save, iter_seed);
+      if (system(cmd) != 0) fprintf(stderr, "saving the image failed\n");
+      fprintf(stderr, "saved %s/%u (store name %s)\n", save, iter_seed,
+              ut_name);
+    }
     img_restore(&im);
   }
   img_free(&im);
@@ -922,6 +954,7 @@ Suite *recovery_suite(void) {
   tcase_add_test(tc, damaged_entries);
   tcase_add_test(tc, damaged_records);
   tcase_add_test(tc, damaged_skiplist);
+  tcase_add_test(tc, damaged_free_list);
   tcase_add_test(tc, damaged_heap_fuzz);
   suite_add_tcase(s, tc);
   return s;
