@@ -224,8 +224,8 @@ static int check_chain(struct walker *w, uint64_t eo, int *live,
   int first = 1;
   *live = 0;
   *nrec = 0;
-  for (unsigned steps = 0; ro; steps++) {
-    if (!inheap(w, ro, 16) || steps > (1u << 20)) {
+  while (ro) { /* bounded: versions strictly decrease (checked below) */
+    if (!inheap(w, ro, 16)) {
       problem(w, "entry %llu: record offset %llu out of range",
               (unsigned long long)eo, (unsigned long long)ro);
       return -1;
@@ -542,8 +542,14 @@ unsigned shm_check(shm_view *v, int quiescent, shm_check_fn fn, void *arg) {
 #undef CNT
     /* allocator: free list lengths agree with the per-class counters */
     for (int c = 0; c < SHM_NCLASSES; c++) {
-      uint64_t n = 0, bs;
-      for (uint64_t b = h->class_free[c]; b && n <= (1ull << 40); n++) {
+      /* a free list cannot hold more blocks than the heap has room for:
+       * past that it is a cycle */
+      uint64_t n = 0, bs, most = (w.top - w.heap_start) / shm__class_size(c);
+      for (uint64_t b = h->class_free[c]; b; n++) {
+        if (n > most) {
+          problem(&w, "class %d free list: a cycle", c);
+          break;
+        }
         if (!inheap(&w, b, 8) || block_of(&w, b, &bs) != b ||
             bs != shm__class_size(c)) {
           problem(&w, "class %d free list: bad block %llu", c,

@@ -101,11 +101,15 @@ uint64_t shm_view_snapshot(const shm_view *v) { return v->nest ? v->snap : 0; }
 static int resolve(shm_view *v, const struct shm_entry *e, uint64_t eoff,
                    shm_val *out, int want_tomb) {
   /* pairs with the release of head in store.c (phase 2) */
-  uint64_t ro = shm_load_acquire(&e->head);
-  for (unsigned steps = 0;; steps++) {
+  uint64_t ro = shm_load_acquire(&e->head), newer = UINT64_MAX;
+  for (;;) {
     const struct shm_rec *r = (const struct shm_rec *)ptr(v, ro, sizeof *r);
-    if (shm_unlikely(!r || (r->flags & ~SHM_REC_FLAGS) || steps > (1u << 20)))
+    /* versions strictly decrease along a chain: that bounds the walk (and
+     * catches a cycle) without capping how many versions a long-lived
+     * section may keep alive */
+    if (shm_unlikely(!r || (r->flags & ~SHM_REC_FLAGS) || r->version >= newer))
       return SHOAL_ECORRUPT;
+    newer = r->version;
     if (r->version <= v->snap) {
       if (!ptr(v, ro, shm__rec_hdr_bytes(r->flags) + (uint64_t)r->len))
         return SHOAL_ECORRUPT;

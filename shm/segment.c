@@ -41,6 +41,9 @@
 
 /* ------------------------------------------------------------ helpers -- */
 
+/* Why the last shm_store_open of this thread failed (its handle is gone). */
+static _Thread_local char open_err[640];
+
 uint64_t shm__hash(const uint8_t sipkey[16], const void *key, size_t klen) {
   uint64_t h;
   crypto_shorthash_siphash24((unsigned char *)&h, key, klen, sipkey);
@@ -151,7 +154,8 @@ int shm__errf(shm_store *s, int err, const char *fmt, ...) {
 }
 
 const char *shm_store_lasterr(const shm_store *s) {
-  return (s && s->lasterr[0]) ? s->lasterr : "no error";
+  if (!s) return open_err[0] ? open_err : "no error";
+  return s->lasterr[0] ? s->lasterr : "no error";
 }
 
 /* Back [backed_end, end) with real tmpfs pages. */
@@ -532,12 +536,13 @@ int shm_store_open(shm_store **out, const shm_config *cfg, unsigned flags) {
   }
   if (!err) err = shm__recover(s);
   if (err) {
-    /* keep the message for the caller's log: stderr is the broker's log */
-    fprintf(stderr, "shoal: cannot open store %s: %s\n", name,
-            shm_store_lasterr(s));
+    /* the handle dies here: keep its explanation for the caller's log */
+    snprintf(open_err, sizeof open_err, "store %s: %s", name,
+             s->lasterr[0] ? s->lasterr : shoal_strerror(err));
     store_free(s);
     return err;
   }
+  open_err[0] = 0;
   *out = s;
   return 0;
 }

@@ -44,6 +44,7 @@ struct shm_store {
   /* retire queue: a FIFO ring, seq non-decreasing from head to tail */
   struct shm_retired *rq;
   size_t rq_head, rq_len, rq_cap;
+  uint64_t rq_pushed; /* items ever pushed: names an item while queued */
   /* dead keys awaiting unlink */
   struct shm_dead *dq;
   size_t dq_len, dq_cap;
@@ -102,7 +103,8 @@ void shm__skip_remove(shm_store *s, uint64_t entry);
 int shm__keycmp(const void *a, size_t alen, const void *b, size_t blen);
 
 /* store.c */
-void shm__retire(shm_store *s, uint64_t off, uint64_t seq, uint64_t clear);
+/* Returns the item's serial (see retire_fix in store.c). */
+uint64_t shm__retire(shm_store *s, uint64_t off, uint64_t seq, uint64_t clear);
 void shm__commit_publish(shm_store *s, uint64_t seq);
 uint64_t shm__min_snapshot(shm_store *s, uint64_t *busy, uint64_t *oldest_ms);
 

@@ -65,11 +65,11 @@ enum { RK_RECORD = 1, RK_ENTRY = 2, RK_INDEX = 3, RK_RAW = 4, RK_NOFREE = 5 };
 
 /* The kind of a retired block is kept in the low 3 bits of off (blocks are
  * 8-aligned). */
-void shm__retire(shm_store *s, uint64_t off, uint64_t seq, uint64_t clear) {
+uint64_t shm__retire(shm_store *s, uint64_t off, uint64_t seq, uint64_t clear) {
   if (s->rq_len == s->rq_cap) {
     size_t ncap = s->rq_cap ? s->rq_cap * 2 : 1024;
     struct shm_retired *n = malloc(ncap * sizeof *n);
-    if (SHM_NEVER(!n)) return; /* leak the block rather than crash */
+    if (SHM_NEVER(!n)) return 0; /* leak the block rather than crash */
     for (size_t i = 0; i < s->rq_len; i++)
       n[i] = s->rq[(s->rq_head + i) % s->rq_cap];
     free(s->rq);
@@ -83,11 +83,19 @@ void shm__retire(shm_store *s, uint64_t off, uint64_t seq, uint64_t clear) {
   s->hdr->c_retired++;
   if ((off & 7) != RK_NOFREE)
     s->hdr->c_retired_bytes += shm__block_size(s, off & ~7ull);
+  return ++s->rq_pushed;
 }
 
-static void retire_kind(shm_store *s, uint64_t off, int kind, uint64_t seq,
-                        uint64_t clear) {
-  shm__retire(s, off | (uint64_t)kind, seq, clear);
+/* Point the still-queued retire item @serial at another prev field. */
+static void retire_fix(shm_store *s, uint64_t serial, uint64_t clear) {
+  uint64_t first = s->rq_pushed - s->rq_len + 1; /* serial of the head */
+  if (SHM_NEVER(serial < first || serial > s->rq_pushed)) return;
+  s->rq[(s->rq_head + (serial - first)) % s->rq_cap].clear = clear;
+}
+
+static uint64_t retire_kind(shm_store *s, uint64_t off, int kind,
+                            uint64_t seq, uint64_t clear) {
+  return shm__retire(s, off | (uint64_t)kind, seq, clear);
 }
 
 uint64_t shm__min_snapshot(shm_store *s, uint64_t *busy, uint64_t *oldest_ms) {
@@ -223,6 +231,8 @@ struct plan {
   uint64_t after_version;
   uint64_t after_vlen;
   uint64_t blk, rec;    /* allocations: entry block and/or record */
+  uint64_t retired;     /* serial of the retire item of the record this
+                           op's record replaced (0: none) */
   unsigned tower;
   uint32_t rflags;
 };
@@ -441,10 +451,15 @@ static int batch(shm_store *s, const shm_op *ops, size_t n, uint64_t *seqp,
   }
 
   /* phase 2: apply (no failure past this point) */
+  int64_t d_keys = 0, d_kbytes = 0, d_vbytes = 0;
+  uint64_t d_expired = 0;
   for (i = 0; i < n; i++) {
     struct plan *p = &P[i];
     const shm_op *op = &ops[i];
-    if (!p->writes) continue;
+    if (!p->writes) {
+      if (p->prior >= 0) p->retired = P[p->prior].retired;
+      continue;
+    }
     int is_put = op->kind == SHM_OP_PUT || op->kind == SHM_OP_CAS;
     /* the state before this op, for the counters */
     int was_counted;
@@ -480,13 +495,29 @@ static int batch(shm_store *s, const shm_op *ops, size_t n, uint64_t *seqp,
       struct shm_entry *e = shm__E(s, p->entry);
       uint64_t old = e->head;
       struct shm_rec *orec = shm__R(s, old);
-      write_rec(s, p->rec, p->rflags, seq, old, op->expires_at,
-                is_put ? op->val : NULL, is_put ? op->vlen : 0);
-      /* pairs with the acquire of head in read.c:resolve() */
-      shm_store_release(&e->head, p->rec);
+      int okind = (orec->flags & SHM_REC_EMBED) ? RK_NOFREE : RK_RECORD;
+      if (orec->version == seq) {
+        /* old was written by an earlier op of this batch: no snapshot can
+         * ever see it, so link past it (versions on a chain stay strictly
+         * decreasing) and take over the retire item of what it replaced */
+        uint64_t older =
+            (orec->flags & SHM_REC_EMBED) ? 0 : *shm__rec_prev(orec);
+        write_rec(s, p->rec, p->rflags, seq, older, op->expires_at,
+                  is_put ? op->val : NULL, is_put ? op->vlen : 0);
+        shm_store_release(&e->head, p->rec);
+        p->retired = p->prior >= 0 ? P[p->prior].retired : 0;
+        if (older && p->retired)
+          retire_fix(s, p->retired, p->rec + sizeof(struct shm_rec));
+        retire_kind(s, old, okind, seq, 0);
+      } else {
+        write_rec(s, p->rec, p->rflags, seq, old, op->expires_at,
+                  is_put ? op->val : NULL, is_put ? op->vlen : 0);
+        /* pairs with the acquire of head in read.c:resolve() */
+        shm_store_release(&e->head, p->rec);
+        p->retired =
+            retire_kind(s, old, okind, seq, p->rec + sizeof(struct shm_rec));
+      }
       h->c_records++;
-      retire_kind(s, old, (orec->flags & SHM_REC_EMBED) ? RK_NOFREE : RK_RECORD,
-                  seq, p->rec + sizeof(struct shm_rec));
       if (!is_put) {
         if (s->dq_len == s->dq_cap) {
           size_t nc = s->dq_cap ? s->dq_cap * 2 : 256;
@@ -502,19 +533,24 @@ static int batch(shm_store *s, const shm_op *ops, size_t n, uint64_t *seqp,
       maybe_yield(s);
     }
     if (was_counted) {
-      h->c_keys--;
-      h->c_key_bytes -= op->klen;
-      h->c_value_bytes -= was_vlen;
+      d_keys--;
+      d_kbytes -= (int64_t)op->klen;
+      d_vbytes -= (int64_t)was_vlen;
     }
     if (is_put) {
-      h->c_keys++;
-      h->c_key_bytes += op->klen;
-      h->c_value_bytes += op->vlen;
+      d_keys++;
+      d_kbytes += (int64_t)op->klen;
+      d_vbytes += (int64_t)op->vlen;
     }
-    if (op->kind == SHM_OP__EXPIRE) h->c_expired++;
+    if (op->kind == SHM_OP__EXPIRE) d_expired++;
     touch(s, p->h);
   }
   if (P != stack) free(P);
+  /* the key counters move with the commit, just before it is published */
+  h->c_keys += (uint64_t)d_keys;
+  h->c_key_bytes += (uint64_t)d_kbytes;
+  h->c_value_bytes += (uint64_t)d_vbytes;
+  h->c_expired += d_expired;
   shm__commit_publish(s, seq);
   if (seqp) *seqp = seq;
   return 0;

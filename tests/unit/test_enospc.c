@@ -378,7 +378,8 @@ START_TEST(store_size_full_large_values) {
   /* overwrite one in place is refused too or works; never loses it */
   int rc = put_key(0, 100000, 2);
   ck_assert(rc == 0 || rc == SHOAL_ENOSPC);
-  verify_range(ut_v, 0, 1, 1, 100000, rc == 0 ? 2 : 1, 1);
+  uint64_t gen0 = rc == 0 ? 2 : 1;
+  verify_range(ut_v, 0, 1, 1, 100000, gen0, 1);
   verify_range(ut_v, 1, n, 1, 100000, 1, 1);
   for (int i = 1; i < n; i += 2) {
     char k[16];
@@ -386,12 +387,21 @@ START_TEST(store_size_full_large_values) {
     CK_OK(shm_del(ut_s, k, kl, NULL));
   }
   for (int i = 0; i < 8; i++) (void)shm_reclaim(ut_s);
+  /* As in tmpfs_full_large_values: the allocator may carve one slab out of
+   * the freed extents, so the last re-put may not fit; all others must. */
+  int last = 1;
+  while (last + 2 < n) last += 2;
+  int failed = 0;
   for (int i = 1; i < n; i += 2) {
     rc = put_key(i, 100000, 3);
-    ck_assert_msg(rc == 0, "re-put %d: %s (%s)", i, shoal_errname(rc),
+    ck_assert_msg(rc == 0 || (rc == SHOAL_ENOSPC && i == last),
+                  "re-put %d (last %d): %s (%s)", i, last, shoal_errname(rc),
                   shm_store_lasterr(ut_s));
+    failed = rc != 0;
   }
-  verify_range(ut_v, 1, n, 2, 100000, 3, 1);
+  verify_range(ut_v, 1, failed ? last : n, 2, 100000, 3, 1);
+  verify_range(ut_v, 0, 1, 1, 100000, gen0, 1); /* the even keys stay */
+  verify_range(ut_v, 2, n, 2, 100000, 1, 1);
   ck_assert_uint_eq(ut_check(ut_v, 1), 0);
 }
 END_TEST

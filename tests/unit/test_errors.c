@@ -776,6 +776,69 @@ START_TEST(etoobig) {
 }
 END_TEST
 
+/* ------------------------------------------------ no leaked resources -- */
+
+static int count_lines(const char *path) {
+  FILE *f = fopen(path, "r");
+  ck_assert_ptr_nonnull(f);
+  int n = 0, c;
+  while ((c = fgetc(f)) != EOF) n += c == '\n';
+  fclose(f);
+  return n;
+}
+
+static int count_fds(void) {
+  char cmd[64];
+  snprintf(cmd, sizeof cmd, "ls /proc/%d/fd | wc -l", (int)getpid());
+  FILE *p = popen(cmd, "r");
+  ck_assert_ptr_nonnull(p);
+  int n = -1;
+  ck_assert_int_eq(fscanf(p, "%d", &n), 1);
+  pclose(p);
+  return n;
+}
+
+/* Opening and closing handles - and failing to open them - leaks no file
+ * descriptor and no mapping. */
+START_TEST(no_leaked_fds_or_maps) {
+  CK_OK(ut_store_open(&ut_s, SHM_MIN_SIZE, 4, SHM_CREATE | SHM_EXCL));
+  ut_put_gen(ut_s, "k", 1, 10, 1);
+  shm_store_close(ut_s, 1);
+  ut_s = NULL;
+  int fds0 = count_fds(), maps0 = count_lines("/proc/self/maps");
+  for (int i = 0; i < 50; i++) {
+    shm_store *s = NULL, *s2 = NULL;
+    shm_view *v = NULL, *v2 = NULL, *sv = NULL;
+    CK_OK(ut_store_open(&s, 0, 0, 0));
+    CK_RC(ut_store_open(&s2, 0, 0, 0), SHOAL_ELOCKED);
+    CK_OK(ut_view_open(&v, 0));
+    CK_OK(ut_view_open(&v2, SHM_VIEW_NOSLOT));
+    CK_OK(shm_store_view(s, &sv));
+    CK_OK(shm_read_begin(v));
+    shm_val val;
+    CK_OK(shm_get(v, "k", 1, &val));
+    shm_read_end(v);
+    shm_view_close(sv);
+    shm_view_close(v2);
+    shm_view_close(v);
+    shm_store_close(s, i % 2);
+    /* failures */
+    shm_view *nv = NULL;
+    CK_RC(shm_view_open(&nv, "nope", ut_dir, 0), -ENOENT);
+    shm_store *ns = NULL;
+    shm_config cfg = {.name = "nope", .dir = ut_dir};
+    CK_RC(shm_store_open(&ns, &cfg, 0), -ENOENT);
+  }
+  /* slots exhausted */
+  shm_view *vs[5] = {0};
+  for (int i = 0; i < 4; i++) CK_OK(ut_view_open(&vs[i], 0));
+  CK_RC(ut_view_open(&vs[4], 0), SHOAL_ENOREADERS);
+  for (int i = 0; i < 4; i++) shm_view_close(vs[i]);
+  ck_assert_int_eq(count_fds(), fds0);
+  ck_assert_int_eq(count_lines("/proc/self/maps"), maps0);
+}
+END_TEST
+
 Suite *errors_suite(void) {
   Suite *s = suite_create("errors");
   TCase *tc = ut_tcase("table", 0, 30);
@@ -795,6 +858,7 @@ Suite *errors_suite(void) {
   tcase_add_test(tc, elocked_in_child);
   tcase_add_test(tc, elocked_child_holds);
   tcase_add_test(tc, enoreaders);
+  tcase_add_test(tc, no_leaked_fds_or_maps);
   suite_add_tcase(s, tc);
 
   tc = ut_tcase("damaged", 0, 120);

@@ -592,6 +592,57 @@ START_TEST(reclaim_waits_for_section) {
 }
 END_TEST
 
+/* A reader that stays in its section while a hot key is overwritten more
+ * than a million times (minutes of a few thousand writes a second) still
+ * reads its old value: a long chain of retained versions is a normal state,
+ * not corruption. The same holds for the writer's recovery after a crash
+ * in that state, and for shm_check. */
+START_TEST(long_chain_under_old_section) {
+  enum { N = (1 << 20) + 5000 };
+  ut_put_gen(ut_s, "hot", 3, 16, 0);
+  CK_OK(shm_read_begin(ut_v));
+  shm_val old;
+  CK_OK(shm_get(ut_v, "hot", 3, &old));
+  uint8_t buf[16];
+  for (int i = 1; i <= N; i++) {
+    memcpy(buf, &i, sizeof i);
+    int rc = shm_put(ut_s, "hot", 3, buf, sizeof buf, 0, NULL);
+    ck_assert_msg(rc == 0, "overwrite %d: %s", i, shoal_errname(rc));
+  }
+  shm_val val;
+  int rc = shm_get(ut_v, "hot", 3, &val);
+  ck_assert_msg(rc == 0, "get in a section older than %d overwrites: %s", N,
+                shoal_errname(rc));
+  ck_assert_uint_eq(val.version, old.version);
+  ck_assert(ut_check_bytes(val.data, val.len, "hot", 3, 0));
+  CK_OK(ut_view_open(&ut_v2, 0));
+  unsigned problems = ut_check(ut_v2, 0);
+  ck_assert_msg(problems == 0, "shm_check (live) with a long chain: %u "
+                "problems", problems);
+  /* the writer dies in this state; a new one must attach */
+  shm_store_close(ut_s, 0);
+  ut_s = NULL;
+  rc = ut_store_open(&ut_s, 0, 0, 0);
+  ck_assert_msg(rc == 0, "recovery with a %d-record chain: %s", N,
+                shoal_errname(rc));
+  rc = shm_get(ut_v, "hot", 3, &val);
+  ck_assert_msg(rc == 0, "old section after recovery: %s", shoal_errname(rc));
+  ck_assert(ut_check_bytes(val.data, val.len, "hot", 3, 0));
+  shm_read_end(ut_v);
+  CK_OK(shm_read_begin(ut_v));
+  CK_OK(shm_get(ut_v, "hot", 3, &val));
+  int last;
+  memcpy(&last, val.data, sizeof last);
+  ck_assert_int_eq(last, N);
+  shm_read_end(ut_v);
+  for (int i = 0; i < 8; i++) (void)shm_reclaim(ut_s);
+  shm_stats st;
+  ut_stats(ut_s, &st);
+  ck_assert_uint_le(st.records, 2);
+  ck_assert_uint_eq(ut_check(ut_v, 1), 0);
+}
+END_TEST
+
 /* ------------------------------------------------------- reader slots --- */
 
 START_TEST(slots_claimed_and_released) {
@@ -812,6 +863,7 @@ Suite *mvcc_suite(void) {
   tcase_add_test(tc, reclaim_before_enospc);
   tcase_add_test(tc, reclaim_delete_cycles_bounded);
   tcase_add_test(tc, reclaim_waits_for_section);
+  tcase_add_test(tc, long_chain_under_old_section);
   suite_add_tcase(s, tc);
 
   tc = ut_tcase("slots", 1, 60);

@@ -154,11 +154,22 @@ typedef struct shm_stats {
  * that was allocated but unreachable is retired, not reused at once, because
  * readers that outlived the old writer may still hold it.
  *
+ * What recovery repairs: every state a writer killed at any instruction can
+ * leave (records of the unpublished commit, half-linked skiplist towers, an
+ * entry unlinked from one structure but not the other, half-written
+ * page-table runs), and, by the same relinking, damage that loses no key (a
+ * skiplist link skipping entries, a live entry's index slot marked
+ * deleted). Anything else (a bad offset, length, hash, tag or version order)
+ * is refused with SHOAL_ECORRUPT and the segment is left byte for byte as it
+ * was. A successful attach publishes one empty commit (stats.commits counts
+ * it) so that sections begun afterwards see the repairs.
+ *
  * Returns 0, -ENOENT (no store and no SHM_CREATE), -EEXIST (SHM_EXCL),
  * SHOAL_ELOCKED (another writer holds the store), SHOAL_EVERSION (format or
  * fingerprint mismatch), SHOAL_ECORRUPT (validation failed; nothing is
  * changed), SHOAL_ENOSPC (no room to back the metadata), SHOAL_EINVAL (bad
- * name or size), or another -errno.
+ * name or size), or another -errno. On failure shm_store_lasterr(NULL)
+ * explains it (per thread) for the caller's log; nothing is printed.
  * Call from one thread; the handle is then that writer's.
  */
 SHM_WUR int shm_store_open(shm_store **out, const shm_config *cfg, unsigned flags);
@@ -241,7 +252,8 @@ void shm_lease_release(shm_store *s, unsigned slot, pid_t pid);
 void shm_store_stats(shm_store *s, shm_stats *st);
 
 /* The last error's detail ("fallocate of 4 MiB at offset 12 MiB in
- * /dev/shm/shoal.x.data: No space left on device"), for logs. Never NULL. */
+ * /dev/shm/shoal.x.data: No space left on device"), for logs. Never NULL.
+ * @s NULL: why this thread's last shm_store_open failed. */
 const char *shm_store_lasterr(const shm_store *s);
 
 /* A reader view on the writer's own mapping, for the broker's Get/Scan
