@@ -450,8 +450,6 @@ static int walk(struct walker *w) {
               (unsigned long long)w->ents[i]);
   /* upper levels: sorted, subsets, and linked exactly below height */
   unsigned sh = shm_load_relaxed(&h->skip_height);
-  size_t *at = calloc(SHM_SKIP_MAXH, sizeof *at);
-  if (!at) return -1;
   for (unsigned lvl = 1; lvl < SHM_SKIP_MAXH; lvl++) {
     uint64_t cur = shm_load_acquire(&h->skip_next[lvl]);
     size_t pos = 0; /* position in level 0 */
@@ -486,7 +484,6 @@ static int walk(struct walker *w) {
                 (unsigned long long)w->list[pos], e->height, lvl);
     }
   }
-  free(at);
   return 0;
 }
 

@@ -98,8 +98,8 @@ uint64_t shm_view_snapshot(const shm_view *v) { return v->nest ? v->snap : 0; }
 /* The record of entry e visible at the snapshot: 0 and *out filled, or
  * ENOTFOUND (absent, tombstone, expired), or ECORRUPT. With want_tomb, a
  * tombstone's version is reported too (for shm_wait). */
-static int resolve(shm_view *v, const struct shm_entry *e, uint64_t eoff,
-                   shm_val *out, int want_tomb) {
+static int resolve(shm_view *v, const struct shm_entry *e, shm_val *out,
+                   int want_tomb) {
   /* pairs with the release of head in store.c (phase 2) */
   uint64_t ro = shm_load_acquire(&e->head), newer = UINT64_MAX;
   for (;;) {
@@ -133,7 +133,6 @@ static int resolve(shm_view *v, const struct shm_entry *e, uint64_t eoff,
     ro = shm_load_acquire((const uint64_t *)(r + 1));
     if (!ro) return SHOAL_ENOTFOUND;
   }
-  (void)eoff;
 }
 
 static inline const struct shm_index *load_index(shm_view *v) {
@@ -185,7 +184,7 @@ int shm_get(shm_view *v, const void *key, size_t klen, shm_val *out) {
   const struct shm_entry *e;
   int err = probe(v, ix, h, key, klen, &e);
   if (err) return err;
-  return resolve(v, e, 0, out, 0);
+  return resolve(v, e, out, 0);
 }
 
 /* Groups of 16: hash all, prefetch their home slots, then the entries they
@@ -231,7 +230,7 @@ int shm_get_many(shm_view *v, size_t n, const shm_key *keys, shm_val *out,
       if (k->len > SHM_KEY_MAX)
         st = SHOAL_ETOOBIG;
       else if ((st = probe(v, ix, hs[i], k->data, k->len, &e)) == 0)
-        st = resolve(v, e, 0, &out[g + i], 0);
+        st = resolve(v, e, &out[g + i], 0);
       status[g + i] = st;
       if (st == 0) found++;
     }
@@ -300,7 +299,7 @@ int shm_scan(shm_view *v, const void *start, size_t slen, const void *end,
     if (prev && keycmp(prev, prevlen, key, e->klen) >= 0) return SHOAL_ECORRUPT;
     if (end && keycmp(key, e->klen, end, elen) >= 0) break;
     shm_val val;
-    int st = resolve(v, e, nx, &val, 0);
+    int st = resolve(v, e, &val, 0);
     if (st == 0) {
       int r = fn(arg, key, e->klen, &val);
       if (r) return r;
@@ -323,7 +322,7 @@ static uint64_t current_version(shm_view *v, const void *key, size_t klen) {
   const struct shm_entry *e;
   if (ix && probe(v, ix, shm__hash(v->sipkey, key, klen), key, klen, &e) == 0) {
     shm_val val = {0};
-    int st = resolve(v, e, 0, &val, 1);
+    int st = resolve(v, e, &val, 1);
     if (st == 0 || st == SHOAL_ENOTFOUND) ver = val.version;
   }
   shm_read_end(v);
