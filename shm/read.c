@@ -187,52 +187,66 @@ int shm_get(shm_view *v, const void *key, size_t klen, shm_val *out) {
   return resolve(v, e, out, 0);
 }
 
-/* Groups of 16: hash all, prefetch their home slots, then the entries they
- * name, then resolve. The DRAM latencies of a group overlap instead of
- * adding up, which is what makes get_many cheaper per key than get. */
-#define GM_GROUP 16
+/* A three-stage software pipeline over groups of GM_GROUP keys:
+ *   stage A (group g+2): hash, prefetch the home slot;
+ *   stage B (group g+1): load the slot, prefetch the entry it names (both
+ *                        lines: header and embedded value);
+ *   stage C (group g):   probe and resolve, now mostly from cache.
+ * Up to 2 * GM_GROUP misses are in flight while the CPU hashes and compares,
+ * so the DRAM latencies overlap instead of adding up; a get costs one of
+ * them alone, get_many a fraction per key. */
+#define GM_GROUP 8
 int shm_get_many(shm_view *v, size_t n, const shm_key *keys, shm_val *out,
                  int *status) {
   if (shm_unlikely(!v->nest)) return SHOAL_ENOSECTION;
   const struct shm_index *ix = load_index(v);
+  if (!ix) {
+    for (size_t i = 0; i < n; i++) status[i] = SHOAL_ECORRUPT;
+    return 0;
+  }
+  uint64_t mask = ix->capacity - 1;
+  uint64_t hs[3][GM_GROUP];
+  size_t ngroups = (n + GM_GROUP - 1) / GM_GROUP;
   int found = 0;
-  uint64_t hs[GM_GROUP];
-  for (size_t g = 0; g < n; g += GM_GROUP) {
-    size_t m = n - g < GM_GROUP ? n - g : GM_GROUP;
-    if (!ix) {
-      for (size_t i = 0; i < m; i++) status[g + i] = SHOAL_ECORRUPT;
-      continue;
-    }
-    uint64_t mask = ix->capacity - 1;
-    for (size_t i = 0; i < m; i++) {
-      const shm_key *k = &keys[g + i];
-      if (k->len > SHM_KEY_MAX) {
-        hs[i] = 0;
-        continue;
+  for (size_t g = 0; g < ngroups + 2; g++) {
+    if (g < ngroups) { /* A */
+      uint64_t *h = hs[g % 3];
+      for (size_t i = g * GM_GROUP, k = 0; i < n && k < GM_GROUP; i++, k++) {
+        if (keys[i].len > SHM_KEY_MAX) {
+          h[k] = 0;
+          continue;
+        }
+        h[k] = shm__hash(v->sipkey, keys[i].data, keys[i].len);
+        shm_prefetch(&ix->slot[h[k] & mask]);
       }
-      hs[i] = shm__hash(v->sipkey, k->data, k->len);
-      shm_prefetch(&ix->slot[hs[i] & mask]);
     }
-    for (size_t i = 0; i < m; i++) {
-      uint64_t sv = shm_load_acquire(&ix->slot[hs[i] & mask]);
-      if (sv > SHM_SLOT_DELETED && SHM_SLOT_TAG(sv) == SHM_HASH_TAG(hs[i])) {
-        const uint8_t *e = ptr(v, SHM_SLOT_OFF(sv), 128);
-        if (e) {
-          shm_prefetch(e);
-          shm_prefetch(e + 64);
+    if (g >= 1 && g - 1 < ngroups) { /* B */
+      size_t b = g - 1;
+      const uint64_t *h = hs[b % 3];
+      for (size_t i = b * GM_GROUP, k = 0; i < n && k < GM_GROUP; i++, k++) {
+        uint64_t sv = shm_load_acquire(&ix->slot[h[k] & mask]);
+        if (sv > SHM_SLOT_DELETED && SHM_SLOT_TAG(sv) == SHM_HASH_TAG(h[k])) {
+          const uint8_t *e = ptr(v, SHM_SLOT_OFF(sv), 128);
+          if (e) {
+            shm_prefetch(e);
+            shm_prefetch(e + 64);
+          }
         }
       }
     }
-    for (size_t i = 0; i < m; i++) {
-      const shm_key *k = &keys[g + i];
-      int st;
-      const struct shm_entry *e;
-      if (k->len > SHM_KEY_MAX)
-        st = SHOAL_ETOOBIG;
-      else if ((st = probe(v, ix, hs[i], k->data, k->len, &e)) == 0)
-        st = resolve(v, e, &out[g + i], 0);
-      status[g + i] = st;
-      if (st == 0) found++;
+    if (g >= 2) { /* C */
+      size_t c = g - 2;
+      const uint64_t *h = hs[c % 3];
+      for (size_t i = c * GM_GROUP, k = 0; i < n && k < GM_GROUP; i++, k++) {
+        int st;
+        const struct shm_entry *e;
+        if (keys[i].len > SHM_KEY_MAX)
+          st = SHOAL_ETOOBIG;
+        else if ((st = probe(v, ix, h[k], keys[i].data, keys[i].len, &e)) == 0)
+          st = resolve(v, e, &out[i], 0);
+        status[i] = st;
+        if (st == 0) found++;
+      }
     }
   }
   return found;
