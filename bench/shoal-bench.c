@@ -38,7 +38,20 @@
  * it overwrites random existing keys with new values, one shm_put (one
  * commit) each, paced to --write-rate puts/s: it sleeps (>= 50 us at a time)
  * whenever it is ahead and catches up in bursts, as a broker idles between
- * requests; it does not spin.
+ * requests; it does not spin. Overwrites change the store itself (the new
+ * value lives in its own record, no longer inside the entry), so idle runs
+ * around each writer run give a same-state baseline as well
+ * (ratio_reads_under_writes_same_state); ratio_reads_under_writes divides by
+ * the fresh store's idle rate, as the issue asks.
+ *
+ * A shared machine: each run measures the CPU the rest of the machine used
+ * meanwhile (/proc/stat minus our own processes) and is redone, at most
+ * --retries times, when that exceeds --max-other-load cores. The report
+ * shows the load every figure was measured under. --only runs a subset.
+ *
+ * Memory: overhead_bytes_per_key is heap_used / keys - (key + value) after
+ * the load and one shm_reclaim (the hash indexes outgrown during the load
+ * are retired, not yet freed, right after it; that figure is reported too).
  *
  * Nothing is pinned unless --pin is given. Store and LMDB files are removed
  * at exit, also on SIGINT/SIGTERM.
@@ -1188,16 +1201,17 @@ static void target_row(const struct target *t) {
   if (!isfinite(t->value))
     snprintf(how, sizeof how, "not measured");
   else if (met)
-    snprintf(how, sizeof how, "by %.2f%s", fabs(t->value - t->goal), t->unit);
+    snprintf(how, sizeof how, "by %.4g%s (%.1f%% of target)",
+             fabs(t->value - t->goal), t->unit, 100.0 * t->value / t->goal);
   else if (t->at_least)
-    snprintf(how, sizeof how, "short by %.2f%s (%.0f%% of target)",
+    snprintf(how, sizeof how, "short by %.4g%s (%.1f%% of target)",
              t->goal - t->value, t->unit, 100.0 * t->value / t->goal);
   else
-    snprintf(how, sizeof how, "over by %.2f%s (%.0f%% of target)",
+    snprintf(how, sizeof how, "over by %.4g%s (%.1f%% of target)",
              t->value - t->goal, t->unit, 100.0 * t->value / t->goal);
   char val[32];
   if (isfinite(t->value))
-    snprintf(val, sizeof val, "%.2f%s", t->value, t->unit);
+    snprintf(val, sizeof val, "%.3f%s", t->value, t->unit);
   else
     snprintf(val, sizeof val, "n/a");
   fprintf(hout, "  %-36s %s %8.2f%-3s %13s  %-6s %s\n", t->name,
@@ -1206,6 +1220,29 @@ static void target_row(const struct target *t) {
           : met               ? "MET"
                               : "MISSED",
           how);
+}
+
+/* The size classes holding most bytes, e.g. "144 B x 812K". */
+static void print_classes(const char *what, const shm_stats *st) {
+  int idx[SHM_NCLASSES];
+  unsigned n = st->nclasses < SHM_NCLASSES ? st->nclasses : SHM_NCLASSES;
+  for (unsigned i = 0; i < n; i++)
+    idx[i] = (int)i;
+  for (unsigned i = 0; i < n; i++) /* selection sort by bytes, n <= 48 */
+    for (unsigned j = i + 1; j < n; j++)
+      if (st->class_used[idx[j]] * st->class_size[idx[j]] >
+          st->class_used[idx[i]] * st->class_size[idx[i]]) {
+        int t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
+      }
+  fprintf(hout, "  %s:", what);
+  for (unsigned i = 0; i < n && i < 5 && st->class_used[idx[i]]; i++) {
+    char b[32];
+    fprintf(hout, " %u B x %s;", st->class_size[idx[i]],
+            si((double)st->class_used[idx[i]], b, sizeof b));
+  }
+  fprintf(hout, " extents %" PRIu64 " pages\n", st->extents_used);
 }
 
 /* --------------------------------------------------------------- main --- */
@@ -1437,7 +1474,7 @@ int main(int argc, char **argv) {
           (double)(now_ns() - tw) / 1e9);
   if (total_errors)
     die("%" PRIu64 " gets failed or returned a wrong value after loading "
-                   "(first error %d: %s)",
+        "(first error %d: %s)",
         total_errors, first_error,
         first_error < -1 ? shoal_strerror(first_error) : "");
 
@@ -1446,6 +1483,7 @@ int main(int argc, char **argv) {
   struct fig l50 = {0}, l99 = {0}, l999 = {0}, s50 = {0}, s99 = {0}, s999 = {0};
   struct fig m50 = {0}, m99 = {0}, m999 = {0};
   struct fig f_uw = {0}, f_wr = {0}, f_wcpu = {0}, f_put = {0}, f_after = {0};
+  struct fig f_uw_idle = {0}, f_uw_same = {0};
 
   /* 1. one reader: shoal get, get per-op sections, get_many, LMDB; the
    *    repeats are interleaved so drift hits all four alike. */
@@ -1479,8 +1517,17 @@ int main(int argc, char **argv) {
   shm_stats st_pre_writes;
   shm_store_stats(store, &st_pre_writes);
 
-  /* 4. one reader while this process writes at --write-rate. */
+  /* 4. one reader while this process writes at --write-rate. The writes
+   *    change the store itself (an overwritten key's value no longer sits in
+   *    its entry), so idle runs before, between and after the writer runs
+   *    give a same-state baseline: run i is compared with the mean of the
+   *    idle runs on either side of it. */
   int write_err = 0;
+  double idle_prev = NAN;
+  if (opt.only & G_WRITES) {
+    idle_prev = run_rate(W_GET, 1, 250, SECTION_GETS, 0);
+    fig_add(&f_uw_idle, idle_prev);
+  }
   for (unsigned rep = 0; (opt.only & G_WRITES) && rep < opt.repeats; rep++) {
     memset(&c, 0, sizeof c);
     c.kind = W_GET;
@@ -1498,7 +1545,13 @@ int main(int argc, char **argv) {
       if (ws.err || quiet_enough(attempt)) break;
     }
     if (ws.err) write_err = ws.err;
-    fig_add(&f_uw, rate_of(&r));
+    double under = rate_of(&r), other_under = last_other;
+    double idle_next = run_rate(W_GET, 1, rep + 260, SECTION_GETS, 0);
+    fig_add(&f_uw_idle, idle_next);
+    last_other = other_under;
+    fig_add(&f_uw_same, under / ((idle_prev + idle_next) / 2));
+    idle_prev = idle_next;
+    fig_add(&f_uw, under);
     double wr =
         ws.elapsed_ns ? (double)ws.puts * 1e9 / (double)ws.elapsed_ns : 0;
     fig_add(&f_wr, wr);
@@ -1545,6 +1598,14 @@ int main(int argc, char **argv) {
   /* Derived figures. */
   double get = fig_med(&f_get), many = fig_med(&f_many), lm = fig_med(&f_lmdb);
   double ratio_get = get / lm, ratio_many = many / lm;
+  /* The repeats of the four one-reader runs are interleaved, so the ratio
+   * within each repeat cancels slow drift of the machine; its median is a
+   * second opinion next to the ratio of medians the targets use. */
+  struct fig f_rg = {0}, f_rm = {0};
+  for (unsigned i = 0; i < f_get.n && i < f_lmdb.n && i < f_many.n; i++) {
+    fig_add(&f_rg, f_get.v[i] / f_lmdb.v[i]);
+    fig_add(&f_rm, f_many.v[i] / f_lmdb.v[i]);
+  }
   double scaling = fig_med(&f_get2) / get, lscaling = fig_med(&f_lmdb2) / lm;
   double uw_ratio = fig_med(&f_uw) / get;
   double wr_ach = fig_med(&f_wr);
@@ -1582,8 +1643,10 @@ int main(int argc, char **argv) {
     snprintf(lbl, sizeof lbl, "shm_get_many x%u, sect. >=100 keys", opt.batch);
     hrate(lbl, &f_many, "keys/s");
     hrate("LMDB mdb_get, txn renewed per 100", &f_lmdb, "ops/s");
-    fprintf(hout, "  ratio get / LMDB %.2fx, get_many / LMDB %.2fx\n",
-            ratio_get, ratio_many);
+    fprintf(hout,
+            "  ratio get / LMDB %.2fx, get_many / LMDB %.2fx (median of the "
+            "per-repeat ratios:\n  %.2fx, %.2fx)\n",
+            ratio_get, ratio_many, fig_med(&f_rg), fig_med(&f_rm));
   }
   if (g & G_SCALING) {
     fprintf(hout, "\nscaling (2 reader processes at once, aggregate)\n");
@@ -1607,8 +1670,12 @@ int main(int argc, char **argv) {
             opt.write_rate);
     hrate("reader shm_get", &f_uw, "ops/s");
     hrate("writes achieved", &f_wr, "puts/s");
-    fprintf(hout, "  ratio %.2fx idle; writer cpu %.0f%% of a core%s\n",
-            uw_ratio, 100 * fig_med(&f_wcpu),
+    hrate("idle runs between the writer runs", &f_uw_idle, "ops/s");
+    fprintf(hout,
+            "  ratio %.2fx the idle rate of the fresh store; %.2fx the idle "
+            "rate of the same\n  store state (idle runs around each writer "
+            "run); writer cpu %.0f%% of a core%s\n",
+            uw_ratio, fig_med(&f_uw_same), 100 * fig_med(&f_wcpu),
             pace_met ? ""
                      : "; WRITER DID NOT REACH THE PACE (ratio is optimistic)");
   }
@@ -1633,6 +1700,8 @@ int main(int argc, char **argv) {
       " retired blocks (%" PRIu64 " B) that shm_reclaim freed (%zu)\n",
       (double)st_load.heap_used / (double)opt.keys, overhead_unreclaimed,
       st_load.retired, st_load.retired_bytes, reclaimed_load);
+  print_classes("size classes after load", &st0);
+  if (g & (G_WRITES | G_PUTS)) print_classes("size classes at end", &st_end);
   if (g & (G_WRITES | G_PUTS))
     fprintf(hout,
             "  after writes: heap_used %.1f B/key, retired %" PRIu64
@@ -1696,6 +1765,8 @@ int main(int argc, char **argv) {
     jnum("lmdb_get_many_keys_per_s", lm);
     jnum("ratio_get_vs_lmdb", ratio_get);
     jnum("ratio_get_many_vs_lmdb", ratio_many);
+    jnum("ratio_get_vs_lmdb_paired", fig_med(&f_rg));
+    jnum("ratio_get_many_vs_lmdb_paired", fig_med(&f_rm));
     jstr("get_latency_mode",
          "shm_get alone (plus value touch) inside a section of 100 gets");
     jnum("get_p50_ns", fig_med(&l50));
@@ -1716,6 +1787,8 @@ int main(int argc, char **argv) {
     jbool("write_pace_met", pace_met);
     jnum("writer_cpu_fraction", fig_med(&f_wcpu));
     jnum("get_under_writes_ops_per_s", fig_med(&f_uw));
+    jnum("get_idle_between_writes_ops_per_s", fig_med(&f_uw_idle));
+    jnum("ratio_reads_under_writes_same_state", fig_med(&f_uw_same));
     jnum("ratio_reads_under_writes", uw_ratio);
     jnum("put_ops_per_s", fig_med(&f_put));
     jnum("get_after_writes_ops_per_s", fig_med(&f_after));
@@ -1740,6 +1813,7 @@ int main(int argc, char **argv) {
     jfig("lmdb_get2_ops_per_s", &f_lmdb2);
     jfig("get_p99_ns", &l99);
     jfig("get_under_writes_ops_per_s", &f_uw);
+    jfig("get_idle_between_writes_ops_per_s", &f_uw_idle);
     jfig("writes_per_s_achieved", &f_wr);
     jfig("put_ops_per_s", &f_put);
     jfig("get_after_writes_ops_per_s", &f_after);
