@@ -53,7 +53,10 @@ unsigned shm__skip_random_tower(shm_store *s) {
 static void find_preds(shm_store *s, const void *key, size_t klen,
                        uint64_t *preds[SHM_SKIP_MAXH]) {
   uint64_t *cur = s->hdr->skip_next;
-  for (int i = SHM_SKIP_MAXH - 1; i >= 0; i--) {
+  /* levels at and above skip_height are empty: their preds are the head */
+  for (int i = SHM_SKIP_MAXH - 1; i >= (int)s->hdr->skip_height; i--)
+    preds[i] = cur;
+  for (int i = (int)s->hdr->skip_height - 1; i >= 0; i--) {
     for (;;) {
       uint64_t nx = cur[i];
       if (!nx) break;

@@ -59,6 +59,11 @@
 
 enum { SHM_OP__EXPIRE = 100 }; /* internal: tombstone if expired */
 
+/* Reclaim once this much is retired (an outgrown hash index, large
+ * values), not only every 1024 commits: memory comes back promptly, and a
+ * reader-table scan costs far less than the memory it frees. */
+#define SHM_RECLAIM_BYTES (1u << 20)
+
 enum { RK_RECORD = 1, RK_ENTRY = 2, RK_INDEX = 3, RK_RAW = 4, RK_NOFREE = 5 };
 
 /* ------------------------------------------------------------- retire -- */
@@ -215,7 +220,7 @@ void shm__commit_publish(shm_store *s, uint64_t seq) {
   /* Amortised reclamation: scanning the reader table costs one load per
    * claimed slot, so do it when enough has been retired, not per commit. */
   if (++s->commits_since_reclaim >= 1024 || s->rq_len >= 512 ||
-      s->dq_len >= 128 || h->c_retired_bytes >= (s->size >> 6))
+      s->dq_len >= 128 || h->c_retired_bytes >= SHM_RECLAIM_BYTES)
     shm_reclaim(s);
 }
 
