@@ -10,6 +10,10 @@
 #endif
 #include "unit.h"
 
+#include <sodium.h>
+
+#include "shm-internal.h"
+
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -1344,9 +1348,28 @@ START_TEST(store_view_reads) {
 }
 END_TEST
 
+/* The index hash is SipHash-2-4 inlined (shm-internal.h): it must equal
+ * libsodium's crypto_shorthash for every length (all tail cases, and the
+ * block loop), with random keys. */
+START_TEST(hash_is_libsodium_siphash) {
+  ck_assert_int_ge(sodium_init(), 0);
+  uint8_t key[16], msg[200];
+  for (int round = 0; round < 200; round++) {
+    randombytes_buf(key, sizeof key);
+    randombytes_buf(msg, sizeof msg);
+    for (size_t n = 0; n <= sizeof msg; n += (n < 40 ? 1 : 13)) {
+      uint64_t want;
+      crypto_shorthash_siphash24((unsigned char *)&want, msg, n, key);
+      ck_assert_uint_eq(shm__hash(key, msg, n), want);
+    }
+  }
+}
+END_TEST
+
 Suite *ops_suite(void) {
   Suite *s = suite_create("ops");
   TCase *tc = ut_tcase("basic", 1, 60);
+  tcase_add_test(tc, hash_is_libsodium_siphash);
   tcase_add_test(tc, put_get_basic);
   tcase_add_test(tc, overwrite_versions_increase);
   tcase_add_test(tc, failed_writes_do_not_commit);
