@@ -846,12 +846,84 @@ START_TEST(lease_of_dead_process_swept) {
 }
 END_TEST
 
+/* Several ops on one key in one batch: the records superseded inside the
+ * batch are never visible; a section older than the batch still sees the
+ * value before it, a newer one the last op's result; version chains stay
+ * strictly decreasing (shm_check), and everything the batch retired comes
+ * back once the old section ends. Also across a recovery. */
+START_TEST(same_key_many_ops_in_one_batch) {
+  uint8_t v0[48], v[4][40];
+  ut_fill(v0, sizeof v0, "k", 1, 0);
+  uint64_t ver0;
+  CK_OK(shm_put(ut_s, "k", 1, v0, sizeof v0, 0, &ver0));
+  CK_OK(shm_put(ut_s, "z", 1, v0, sizeof v0, 0, NULL));
+  CK_OK(ut_view_open(&ut_v2, 0));
+  (void)shm_reclaim(ut_s);
+  shm_stats base;
+  ut_stats(ut_s, &base);
+  CK_OK(shm_read_begin(ut_v)); /* pins the state before the batches */
+  for (int round = 0; round < 3; round++) {
+    for (int i = 0; i < 4; i++) ut_fill(v[i], sizeof v[i], "k", 1, 10 * round + i + 1);
+    shm_op ops[] = {
+        {.kind = SHM_OP_PUT, .key = "k", .klen = 1, .val = v[0], .vlen = 40},
+        {.kind = SHM_OP_PUT, .key = "k", .klen = 1, .val = v[1], .vlen = 40},
+        {.kind = SHM_OP_DEL, .key = "k", .klen = 1},
+        {.kind = SHM_OP_CAS, .key = "k", .klen = 1, .val = v[2], .vlen = 40,
+         .expect = 0}, /* after the delete: absent */
+        {.kind = SHM_OP_PUT, .key = "n", .klen = 1, .val = v[3], .vlen = 40},
+        {.kind = SHM_OP_PUT, .key = "n", .klen = 1, .val = v[0], .vlen = 40},
+        {.kind = SHM_OP_DEL_ANY, .key = "z", .klen = 1},
+        {.kind = SHM_OP_PUT, .key = "k", .klen = 1, .val = v[3], .vlen = 40},
+    };
+    uint64_t seq;
+    CK_OK(shm_batch(ut_s, ops, sizeof ops / sizeof ops[0], &seq, NULL));
+    shm_val a;
+    /* the old section: as before every batch */
+    CK_OK(shm_get(ut_v, "k", 1, &a));
+    ck_assert_uint_eq(a.version, ver0);
+    ck_assert(ut_check_bytes(a.data, a.len, "k", 1, 0));
+    CK_RC(shm_get(ut_v, "n", 1, &a), SHOAL_ENOTFOUND);
+    CK_OK(shm_get(ut_v, "z", 1, &a));
+    /* a new section: the last op of each key */
+    ut_assert_gen(ut_v2, "k", 1, 40, 10 * round + 4);
+    void *cp = NULL;
+    size_t cl = 0;
+    CK_OK(ut_get_copy(ut_v2, "n", 1, &cp, &cl, NULL));
+    ck_assert_uint_eq(cl, 40);
+    ck_assert(memcmp(cp, v[0], 40) == 0); /* n's last put in the batch */
+    free(cp);
+    cp = NULL;
+    CK_RC(ut_get_copy(ut_v2, "z", 1, &cp, NULL, NULL), SHOAL_ENOTFOUND);
+    ck_assert_uint_eq(ut_check(ut_v2, 1), 0);
+    /* re-create z and n's absence for the next round */
+    CK_OK(shm_put(ut_s, "z", 1, v0, sizeof v0, 0, NULL));
+    CK_OK(shm_del(ut_s, "n", 1, NULL));
+  }
+  shm_read_end(ut_v);
+  shm_reclaim(ut_s);
+  shm_reclaim(ut_s);
+  shm_stats st;
+  ut_stats(ut_s, &st);
+  ck_assert_uint_eq(st.retired, 0);
+  ck_assert_uint_eq(st.records, base.records); /* k and z: one record each */
+  ck_assert_uint_eq(st.keys, 2);
+  ck_assert_uint_eq(ut_check(ut_v2, 1), 0);
+  /* and through a recovery */
+  shm_store_close(ut_s, 0);
+  ut_s = NULL;
+  CK_OK(ut_store_open(&ut_s, 0, 0, 0));
+  ck_assert_uint_eq(ut_check(ut_v2, 1), 0);
+  ut_assert_gen(ut_v2, "k", 1, 40, 24);
+}
+END_TEST
+
 Suite *mvcc_suite(void) {
   Suite *s = suite_create("mvcc");
   TCase *tc = ut_tcase("snapshots", 1, 120);
   tcase_add_test(tc, section_sees_old_value);
   tcase_add_test(tc, section_cross_process);
   tcase_add_test(tc, batch_seen_whole_or_not);
+  tcase_add_test(tc, same_key_many_ops_in_one_batch);
   tcase_add_test(tc, batch_atomic_under_reader);
   tcase_add_test(tc, section_survives_index_growth);
   tcase_add_test(tc, section_scan_stable);
