@@ -193,10 +193,10 @@ static int check_entry(struct walker *w, uint64_t eo, const char *where) {
     return -1;
   }
   const struct shm_entry *e = (const void *)(w->base + eo);
-  if (e->tower == 0 || e->tower > SHM_SKIP_MAXH || e->height > e->tower ||
+  if (e->tower == 0 || e->tower > SHM_SKIP_MAXH || SHM_HEIGHT(e) > e->tower ||
       e->klen > SHM_KEY_MAX) {
     problem(w, "%s: entry %llu has tower %u height %u klen %u", where,
-            (unsigned long long)eo, e->tower, e->height, e->klen);
+            (unsigned long long)eo, e->tower, SHM_HEIGHT(e), e->klen);
     return -1;
   }
   if (shm__entry_bytes(e->tower, e->klen) > bs) {
@@ -326,7 +326,10 @@ static int walk(struct walker *w) {
   /* live, runs are split and merged under us: the page table is checked
    * only when quiescent (block_of still validates every block we follow) */
   if (!w->snap && check_pages(w)) return -1;
-  w->nbits = (w->top - w->heap_start) / 8 + 64;
+  /* one bit per 8 heap bytes of the whole mapping: a live walk may follow
+   * the writer past the heap_top it started with (inheap() re-reads it);
+   * calloc'd pages cost nothing until a bit is set there */
+  w->nbits = (w->size - w->heap_start) / 8 + 64;
   w->in_index = calloc(w->nbits / 64 + 1, 8);
   w->in_list = calloc(w->nbits / 64 + 1, 8);
   if (!w->in_index || !w->in_list) return -1;
@@ -458,9 +461,9 @@ static int walk(struct walker *w) {
     while (cur) {
       while (pos < w->nlist && w->list[pos] != cur) {
         const struct shm_entry *e = (const void *)(w->base + w->list[pos]);
-        if (e->height > lvl)
+        if (SHM_HEIGHT(e) > lvl)
           problem(w, "skiplist: entry %llu (height %u) missing at level %u",
-                  (unsigned long long)w->list[pos], e->height, lvl);
+                  (unsigned long long)w->list[pos], SHM_HEIGHT(e), lvl);
         pos++;
       }
       if (pos == w->nlist) {
@@ -468,10 +471,10 @@ static int walk(struct walker *w) {
         break;
       }
       const struct shm_entry *e = (const void *)(w->base + cur);
-      if (e->height <= lvl || e->tower <= lvl) {
+      if (SHM_HEIGHT(e) <= lvl || e->tower <= lvl) {
         problem(w, "skiplist: entry %llu linked at level %u above its "
                    "height %u",
-                (unsigned long long)cur, lvl, e->height);
+                (unsigned long long)cur, lvl, SHM_HEIGHT(e));
         break;
       }
       pos++;
@@ -479,9 +482,9 @@ static int walk(struct walker *w) {
     }
     for (; pos < w->nlist; pos++) {
       const struct shm_entry *e = (const void *)(w->base + w->list[pos]);
-      if (e->height > lvl)
+      if (SHM_HEIGHT(e) > lvl)
         problem(w, "skiplist: entry %llu (height %u) missing at level %u",
-                (unsigned long long)w->list[pos], e->height, lvl);
+                (unsigned long long)w->list[pos], SHM_HEIGHT(e), lvl);
     }
   }
   return 0;
@@ -582,7 +585,7 @@ static void mark(uint64_t off) {
   rec_bits[i >> 6] |= 1ull << (i & 63);
 }
 static void unreached(shm_store *s, uint64_t off) {
-  shm__retire(s, off | 4 /* RK_RAW */, s->hdr->commit_seq + 1, 0);
+  shm__retire(s, off | SHM_RK_RAW, s->hdr->commit_seq + 1, 0, 0);
 }
 
 static void fail_log(void *arg, const char *msg) {
@@ -740,13 +743,24 @@ int shm__recover(shm_store *s) {
       uint64_t pv = *shm__rec_prev(r);
       if (!pv) break;
       int emb = (shm__R(s, pv)->flags & SHM_REC_EMBED) != 0;
-      if ((err = grow(&chain, &nchain, &chcap, pv | (emb ? 5 : 1))) != 0 ||
+      if ((err = grow(&chain, &nchain, &chcap, pv | (emb ? SHM_RK_NOFREE : SHM_RK_RECORD))) != 0 ||
           (err = grow(&chain, &nchain, &chcap, ro + sizeof(struct shm_rec))))
         goto out;
       ro = pv;
     }
     for (size_t j = nchain; j >= 2; j -= 2)
-      shm__retire(s, chain[j - 2], u, chain[j - 1]);
+      shm__retire(s, chain[j - 2], u, chain[j - 1], keep[i]);
+    /* the inline space, if no record on the chain holds it, may still be
+     * read by a reader that outlived the old writer: mark it free only
+     * after the grace period (compaction may then use it) */
+    uint64_t slot = keep[i] + shm__entry_bytes(e->tower, e->klen);
+    int held = 0;
+    for (uint64_t ro = e->head; ro && !held;) {
+      struct shm_rec *r = shm__R(s, ro);
+      held = ro == slot;
+      ro = (r->flags & SHM_REC_EMBED) ? 0 : *shm__rec_prev(r);
+    }
+    if (!held) shm__retire(s, slot | SHM_RK_SLOT, u, 0, keep[i]);
   }
   h->c_keys = keys;
   h->c_key_bytes = kb;

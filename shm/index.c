@@ -101,7 +101,7 @@ int shm__index_reserve(shm_store *s, uint64_t extra) {
   /* pairs with the acquire of index_off in read.c */
   shm_store_release(&s->hdr->index_off, noff);
   s->hdr->c_index_used = live;
-  shm__retire(s, old, shm_load_relaxed(&s->hdr->commit_seq) + 1, 0);
+  shm__retire(s, old, shm_load_relaxed(&s->hdr->commit_seq) + 1, 0, 0);
   return 0;
 }
 

@@ -77,7 +77,7 @@ void shm__skip_insert(shm_store *s, uint64_t entry) {
   for (unsigned i = 0; i < e->tower; i++) {
     /* pairs with the acquire loads of next[] in read.c:shm_scan() */
     shm_store_release(&preds[i][i], entry);
-    e->height = (uint8_t)(i + 1);
+    e->height = (uint8_t)((e->height & SHM_ENTRY_INLINE_FREE) | (i + 1));
   }
   if (e->tower > s->hdr->skip_height)
     shm_store_release(&s->hdr->skip_height, (uint32_t)e->tower);
@@ -87,11 +87,11 @@ void shm__skip_remove(shm_store *s, uint64_t entry) {
   struct shm_entry *e = shm__E(s, entry);
   uint64_t *preds[SHM_SKIP_MAXH];
   find_preds(s, shm__entry_key(e), e->klen, preds);
-  for (int i = (int)e->height - 1; i >= 0; i--) {
+  for (int i = (int)SHM_HEIGHT(e) - 1; i >= 0; i--) {
     if (preds[i][i] == entry)
       shm_store_release(&preds[i][i], shm_load_relaxed(&e->next[i]));
     else
       (void)SHM_NEVER(1); /* linked at a level below its height but not found */
-    e->height = (uint8_t)i;
+    e->height = (uint8_t)((e->height & SHM_ENTRY_INLINE_FREE) | (unsigned)i);
   }
 }

@@ -10,6 +10,22 @@
 
 #include "shm-internal.h"
 
+/* Kinds of retired items, in the low 3 bits of shm_retired.off. */
+enum {
+  SHM_RK_RECORD = 1, /* a value record: freed, counted in c_records */
+  SHM_RK_ENTRY = 2,  /* an unlinked entry block */
+  SHM_RK_INDEX = 3,  /* an outgrown hash index (unused: indexes are RAW) */
+  SHM_RK_RAW = 4,    /* unreachable memory found by recovery */
+  SHM_RK_NOFREE = 5, /* a record inside its entry: not freed on its own */
+  SHM_RK_SLOT = 6,   /* recovery: an entry's inline space, free after the
+                        grace period (no memory, no counter) */
+};
+
+/* Bit 7 of shm_entry.height (writer-only; readers never read height):
+ * the entry's inline record space is free, its last occupant reclaimed. */
+#define SHM_ENTRY_INLINE_FREE 0x80u
+#define SHM_HEIGHT(e) ((unsigned)((e)->height & 0x7fu))
+
 /* A block waiting for its grace period: freed when every busy reader's
  * snapshot is >= seq. off has bit 0 set when only the pointer at clear must
  * be zeroed (an embedded record: its memory belongs to its entry). */
@@ -17,6 +33,7 @@ struct shm_retired {
   uint64_t off;
   uint64_t seq;
   uint64_t clear; /* offset of a prev field to zero before freeing, or 0 */
+  uint64_t entry; /* the key's entry, for records (0 otherwise) */
 };
 
 /* A key whose newest record is a tombstone: unlinked from the index and the
@@ -53,6 +70,7 @@ struct shm_store {
   uint64_t expire_cursor; /* next index slot shm_expire looks at */
   uint64_t commits_since_reclaim;
   uint64_t wakes;
+  uint64_t compactions; /* heads copied back into their entries */
   int in_reclaim; /* shm_reclaim publishes a GC commit: no recursion */
   uint32_t *touched; /* doorbells rung by the commit being built */
   size_t ntouched, touched_cap;
@@ -104,7 +122,8 @@ int shm__keycmp(const void *a, size_t alen, const void *b, size_t blen);
 
 /* store.c */
 /* Returns the item's serial (see retire_fix in store.c). */
-uint64_t shm__retire(shm_store *s, uint64_t off, uint64_t seq, uint64_t clear);
+uint64_t shm__retire(shm_store *s, uint64_t off, uint64_t seq, uint64_t clear,
+                     uint64_t entry);
 void shm__commit_publish(shm_store *s, uint64_t seq);
 uint64_t shm__min_snapshot(shm_store *s, uint64_t *busy, uint64_t *oldest_ms);
 

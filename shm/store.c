@@ -64,13 +64,19 @@ enum { SHM_OP__EXPIRE = 100 }; /* internal: tombstone if expired */
  * reader-table scan costs far less than the memory it frees. */
 #define SHM_RECLAIM_BYTES (1u << 20)
 
-enum { RK_RECORD = 1, RK_ENTRY = 2, RK_INDEX = 3, RK_RAW = 4, RK_NOFREE = 5 };
+enum {
+  RK_RECORD = SHM_RK_RECORD,
+  RK_ENTRY = SHM_RK_ENTRY,
+  RK_NOFREE = SHM_RK_NOFREE,
+  RK_SLOT = SHM_RK_SLOT,
+};
 
 /* ------------------------------------------------------------- retire -- */
 
 /* The kind of a retired block is kept in the low 3 bits of off (blocks are
  * 8-aligned). */
-uint64_t shm__retire(shm_store *s, uint64_t off, uint64_t seq, uint64_t clear) {
+uint64_t shm__retire(shm_store *s, uint64_t off, uint64_t seq, uint64_t clear,
+                     uint64_t entry) {
   if (s->rq_len == s->rq_cap) {
     size_t ncap = s->rq_cap ? s->rq_cap * 2 : 1024;
     struct shm_retired *n = malloc(ncap * sizeof *n);
@@ -83,10 +89,10 @@ uint64_t shm__retire(shm_store *s, uint64_t off, uint64_t seq, uint64_t clear) {
     s->rq_cap = ncap;
   }
   s->rq[(s->rq_head + s->rq_len) % s->rq_cap] =
-      (struct shm_retired){off, seq, clear};
+      (struct shm_retired){off, seq, clear, entry};
   s->rq_len++;
   s->hdr->c_retired++;
-  if ((off & 7) != RK_NOFREE)
+  if ((off & 7) != RK_NOFREE && (off & 7) != RK_SLOT)
     s->hdr->c_retired_bytes += shm__block_size(s, off & ~7ull);
   return ++s->rq_pushed;
 }
@@ -99,8 +105,49 @@ static void retire_fix(shm_store *s, uint64_t serial, uint64_t clear) {
 }
 
 static uint64_t retire_kind(shm_store *s, uint64_t off, int kind,
-                            uint64_t seq, uint64_t clear) {
-  return shm__retire(s, off | (uint64_t)kind, seq, clear);
+                            uint64_t seq, uint64_t clear, uint64_t entry) {
+  return shm__retire(s, off | (uint64_t)kind, seq, clear, entry);
+}
+
+static void write_rec(shm_store *s, uint64_t off, uint32_t flags,
+                      uint64_t version, uint64_t prev, uint64_t expires,
+                      const void *val, size_t vlen);
+
+/*
+ * Compaction. An entry's inline space is free once its last occupant (the
+ * key's first value, or an earlier copy) has been reclaimed after its grace
+ * period: SHM_ENTRY_INLINE_FREE. When the key's head is then a separate
+ * record with no older version left (prev 0, cleared by reclamation), copy
+ * it back into the inline space (same version, same bytes, same TTL; the
+ * EMBED layout has no prev, which answers every snapshot as a prev of 0
+ * does) and swap head to the copy with one release store (pairs with the
+ * acquire of head in read.c). A get of an overwritten key then costs two
+ * misses again, and the separate record's memory comes back. It is retired
+ * at commit_seq + 1: a reader that loaded head just before the swap holds a
+ * snapshot <= commit_seq. Tombstones stay where the dead-key queue names
+ * them.
+ */
+static int compact(shm_store *s, uint64_t entry) {
+  struct shm_entry *e = shm__E(s, entry);
+  if (!(e->height & SHM_ENTRY_INLINE_FREE)) return 0;
+  uint64_t slot = entry + shm__entry_bytes(e->tower, e->klen);
+  uint64_t head = e->head;
+  if (SHM_NEVER(head == slot)) return 0;
+  struct shm_rec *r = shm__R(s, head);
+  if (r->flags & (SHM_REC_TOMB | SHM_REC_EMBED)) return 0;
+  if (*shm__rec_prev(r) != 0) return 0; /* older versions still needed */
+  uint32_t fl = (r->flags & SHM_REC_TTL) | SHM_REC_EMBED;
+  if (shm__rec_bytes(fl, r->len) > shm__block_size(s, entry) - (slot - entry))
+    return 0;
+  write_rec(s, slot, fl, r->version, 0, shm__rec_expires(r), shm__rec_data(r),
+            r->len);
+  shm_store_release(&e->head, slot);
+  e->height &= (uint8_t)~SHM_ENTRY_INLINE_FREE;
+  s->hdr->c_records++;
+  retire_kind(s, head, RK_RECORD, shm_load_relaxed(&s->hdr->commit_seq) + 1, 0,
+              0);
+  s->compactions++;
+  return 1;
 }
 
 uint64_t shm__min_snapshot(shm_store *s, uint64_t *busy, uint64_t *oldest_ms) {
@@ -133,7 +180,7 @@ size_t shm_reclaim(shm_store *s) {
   if (s->in_reclaim) return 0;
   s->in_reclaim = 1;
   struct shm_header *h = s->hdr;
-  size_t freed = 0;
+  size_t freed = 0, compacted = 0;
   for (int round = 0; round < 2; round++) {
     uint64_t min = shm__min_snapshot(s, NULL, NULL);
     while (s->rq_len && s->rq[s->rq_head].seq <= min) {
@@ -144,6 +191,12 @@ size_t shm_reclaim(shm_store *s) {
       uint64_t off = it.off & ~7ull;
       if (it.clear) shm_store_relaxed((uint64_t *)(s->base + it.clear), 0);
       h->c_retired--;
+      if (it.entry) {
+        if (kind == RK_NOFREE || kind == RK_SLOT)
+          shm__E(s, it.entry)->height |= SHM_ENTRY_INLINE_FREE;
+        compacted += compact(s, it.entry);
+      }
+      if (kind == RK_SLOT) continue;
       if (kind != RK_NOFREE) {
         h->c_retired_bytes -= shm__block_size(s, off);
         shm__free(s, off);
@@ -169,15 +222,16 @@ size_t shm_reclaim(shm_store *s) {
       /* the tombstone first, then the entry (its embedded record goes
        * with it). The tombstone's own prev was cleared when the record it
        * replaced was freed above (that was retired at d.version <= min). */
-      retire_kind(s, d.tomb, RK_RECORD, u, 0);
-      retire_kind(s, d.entry, RK_ENTRY, u, 0);
+      retire_kind(s, d.tomb, RK_RECORD, u, 0, 0);
+      retire_kind(s, d.entry, RK_ENTRY, u, 0, 0);
       unlinked++;
     }
     s->dq_len = keep;
-    if (!unlinked) break;
-    /* a GC commit publishes the unlinks: sections begun after it cannot
-     * reach the unlinked entries. */
+    if (!unlinked && !compacted) break;
+    /* a GC commit publishes the unlinks and compactions: sections begun
+     * after it cannot reach the unlinked entries or the moved records. */
     shm__commit_publish(s, u);
+    compacted = 0;
   }
   s->commits_since_reclaim = 0;
   s->in_reclaim = 0;
@@ -513,14 +567,14 @@ static int batch(shm_store *s, const shm_op *ops, size_t n, uint64_t *seqp,
         p->retired = p->prior >= 0 ? P[p->prior].retired : 0;
         if (older && p->retired)
           retire_fix(s, p->retired, p->rec + sizeof(struct shm_rec));
-        retire_kind(s, old, okind, seq, 0);
+        retire_kind(s, old, okind, seq, 0, p->entry);
       } else {
         write_rec(s, p->rec, p->rflags, seq, old, op->expires_at,
                   is_put ? op->val : NULL, is_put ? op->vlen : 0);
         /* pairs with the acquire of head in read.c:resolve() */
         shm_store_release(&e->head, p->rec);
-        p->retired =
-            retire_kind(s, old, okind, seq, p->rec + sizeof(struct shm_rec));
+        p->retired = retire_kind(s, old, okind, seq,
+                                 p->rec + sizeof(struct shm_rec), p->entry);
       }
       h->c_records++;
       if (!is_put) {
