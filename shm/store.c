@@ -182,7 +182,14 @@ size_t shm_reclaim(shm_store *s) {
   struct shm_header *h = s->hdr;
   size_t freed = 0, compacted = 0;
   for (int round = 0; round < 2; round++) {
+    /* Only what was retired at a commit published before the fence in
+     * shm__min_snapshot may go: the store-buffer argument (read.c) covers
+     * readers that began before that commit_seq was visible. Items pushed
+     * during this loop (compaction) carry commit_seq + 1 and wait for the
+     * next round, after it is published and the slots are scanned again. */
+    uint64_t pub = shm_load_relaxed(&h->commit_seq);
     uint64_t min = shm__min_snapshot(s, NULL, NULL);
+    if (min > pub) min = pub;
     while (s->rq_len && s->rq[s->rq_head].seq <= min) {
       struct shm_retired it = s->rq[s->rq_head];
       s->rq_head = (s->rq_head + 1) % s->rq_cap;
