@@ -134,7 +134,8 @@ struct shm_entry {
                       16): rejects mismatches before memcmp, rehashes growth */
   uint16_t klen;
   uint8_t tower;   /* next[] capacity, 1..SHM_SKIP_MAXH (fixed at alloc) */
-  uint8_t height;  /* levels currently linked (W; check/recovery read) */
+  uint8_t height;  /* bits 0-6: levels currently linked; bit 7: the inline
+                      record space is free (W only; readers never read it) */
   uint64_t next[]; /* next[i]: following entry at level i (W release, R acq) */
   /* then klen key bytes, padding to 8, maybe the embedded first record */
 };

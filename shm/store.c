@@ -36,6 +36,12 @@
  *     and skiplist once the minimum snapshot is >= v (nobody can see its old
  *     value), in a GC commit of its own; the entry and the tombstone are
  *     then retired at that commit.
+ *   - only items retired at a commit published before that fence are
+ *     freed in a pass (the argument covers readers that began before it);
+ *   - compaction: once an entry's inline record is reclaimed, the key's head
+ *     (a separate record with no older version left) is copied back inline
+ *     and head swapped to the copy; the separate record is retired at
+ *     commit_seq + 1 and a GC commit publishes it (see compact()).
  * A reader stuck in a section therefore holds memory, never correctness:
  * stats show the oldest snapshot and its age.
  *
