@@ -280,7 +280,14 @@ static int check_chain(struct walker *w, uint64_t eo, int *live,
     }
     prev_ver = r->version;
     (*nrec)++;
-    if (r->flags & SHM_REC_EMBED) break;
+    if (r->flags & SHM_REC_EMBED) {
+      /* the inline space is marked free only once nothing holds it (the
+       * writer flips the bit and head apart: quiescent only) */
+      if (w->quiescent && (e->height & SHM_ENTRY_INLINE_FREE))
+        problem(w, "entry %llu: inline space marked free but holds record "
+                   "%llu", (unsigned long long)eo, (unsigned long long)ro);
+      break;
+    }
     /* live: records older than the first one our snapshot sees may have
      * been freed already (they were retired at a version <= snap) */
     if (w->snap && r->version <= w->snap) break;
@@ -753,12 +760,14 @@ int shm__recover(shm_store *s) {
     /* the inline space, if no record on the chain holds it, may still be
      * read by a reader that outlived the old writer: mark it free only
      * after the grace period (compaction may then use it) */
+    /* (an entry whose block ends at its tower and key has no inline
+     * space: the address after it is the next block, not a slot) */
     uint64_t slot = keep[i] + shm__entry_bytes(e->tower, e->klen);
-    int held = 0;
+    int held = slot >= keep[i] + shm__block_size(s, keep[i]);
     for (uint64_t ro = e->head; ro && !held;) {
       struct shm_rec *r = shm__R(s, ro);
-      held = ro == slot;
-      ro = (r->flags & SHM_REC_EMBED) ? 0 : *shm__rec_prev(r);
+      held = (r->flags & SHM_REC_EMBED) != 0;
+      ro = held ? 0 : *shm__rec_prev(r);
     }
     if (!held) shm__retire(s, slot | SHM_RK_SLOT, u, 0, keep[i]);
   }

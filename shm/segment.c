@@ -668,6 +668,18 @@ int shm_view_attach_slot(shm_view *v, unsigned idx) {
   return 0;
 }
 
+void shm_view_detach_slot(shm_view *v, int release) {
+  if (!v->slot) return;
+  if (v->nest) {
+    v->nest = 1;
+    shm_read_end(v);
+  }
+  if (release) shm__release_slot(v->slot, v->pid);
+  v->slot = NULL;
+  v->slot_idx = -1;
+  v->own_slot = 0;
+}
+
 int shm_view_slot(const shm_view *v) { return v->slot_idx; }
 
 int shm_store_view(shm_store *s, shm_view **out) {

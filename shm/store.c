@@ -137,14 +137,16 @@ static int compact(shm_store *s, uint64_t entry) {
   struct shm_entry *e = shm__E(s, entry);
   if (!(e->height & SHM_ENTRY_INLINE_FREE)) return 0;
   uint64_t slot = entry + shm__entry_bytes(e->tower, e->klen);
+  uint64_t room = shm__block_size(s, entry) - (slot - entry);
   uint64_t head = e->head;
-  if (SHM_NEVER(head == slot)) return 0;
   struct shm_rec *r = shm__R(s, head);
+  /* an embedded head lives in the inline space, which is then not free;
+   * without room, slot is the next block and may hold anything */
+  if (SHM_NEVER(room && (r->flags & SHM_REC_EMBED))) return 0;
   if (r->flags & (SHM_REC_TOMB | SHM_REC_EMBED)) return 0;
   if (*shm__rec_prev(r) != 0) return 0; /* older versions still needed */
   uint32_t fl = (r->flags & SHM_REC_TTL) | SHM_REC_EMBED;
-  if (shm__rec_bytes(fl, r->len) > shm__block_size(s, entry) - (slot - entry))
-    return 0;
+  if (shm__rec_bytes(fl, r->len) > room) return 0;
   write_rec(s, slot, fl, r->version, 0, shm__rec_expires(r), shm__rec_data(r),
             r->len);
   shm_store_release(&e->head, slot);
@@ -711,6 +713,21 @@ int shm_lease_claim(shm_store *s, pid_t pid) {
 
 void shm_lease_release(shm_store *s, unsigned slot, pid_t pid) {
   if (slot < s->rhdr->nslots) shm__release_slot(&s->slots[slot], pid);
+}
+
+int shm_lease_adopt(shm_store *s, unsigned slot, pid_t pid) {
+  if (slot >= s->rhdr->nslots || pid <= 0) return SHOAL_EINVAL;
+  struct shm_reader_slot *sl = &s->slots[slot];
+  /* pairs with the release of pid in shm__claim_slot/shm__release_slot */
+  if (shm_load_acquire(&sl->pid) != (uint32_t)pid) return SHOAL_EINVAL;
+  uint64_t start = shm_load_acquire(&sl->pid_start);
+  if (start && start != shm_pid_start_time(pid)) return SHOAL_EINVAL;
+  return 0;
+}
+
+pid_t shm_lease_owner(shm_store *s, unsigned slot) {
+  if (slot >= s->rhdr->nslots) return 0;
+  return (pid_t)shm_load_acquire(&s->slots[slot].pid);
 }
 
 unsigned shm_sweep_readers(shm_store *s) {

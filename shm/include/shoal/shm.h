@@ -248,6 +248,12 @@ unsigned shm_sweep_readers(shm_store *s);
  * shm_lease_release frees it (a no-op if it now belongs to another pid). */
 int shm_lease_claim(shm_store *s, pid_t pid);
 void shm_lease_release(shm_store *s, unsigned slot, pid_t pid);
+/* shm_lease_adopt - a client reconnecting after a broker restart asks to
+ * keep slot @slot: 0 if it is still recorded for live process @pid (same
+ * start time), SHOAL_EINVAL otherwise (then claim a new one).
+ * shm_lease_owner - the pid recorded in @slot (0: free). */
+int shm_lease_adopt(shm_store *s, unsigned slot, pid_t pid);
+pid_t shm_lease_owner(shm_store *s, unsigned slot);
 
 void shm_store_stats(shm_store *s, shm_stats *st);
 
@@ -287,6 +293,11 @@ SHM_WUR int shm_view_open(shm_view **out, const char *name, const char *dir,
  * reader slot @slot, which the writer leased to this process (its pid must
  * be recorded there). Returns SHOAL_EINVAL if the slot is not ours. */
 SHM_WUR int shm_view_attach_slot(shm_view *v, unsigned slot);
+
+/* shm_view_detach_slot - stop using the attached slot (a section still open
+ * is ended first); @release != 0 also frees it in the readers object, for
+ * a client closing its handle (only if it still records this pid). */
+void shm_view_detach_slot(shm_view *v, int release);
 
 /* Releases the slot (if claimed by the view itself) and unmaps. A section
  * still open is ended first. */
