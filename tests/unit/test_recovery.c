@@ -287,6 +287,42 @@ START_TEST(killed_writer_recovers) {
 }
 END_TEST
 
+/* Regression: an entry created with a value too large to embed has no
+ * inline space when its block ends right after its tower and key; the
+ * address after it is the next block, which a later record of the same key
+ * may occupy. Recovery used to take that address for the entry's inline
+ * space (marking it free once "unheld"), and compaction then aborted on the
+ * record that merely sat there. Big first values, small overwrites of many
+ * sizes (so some land in the block after their own entry), unclean reopens,
+ * reclaims, and the full check after each round. */
+START_TEST(no_inline_room_recovery) {
+  static char big[3600], small[600];
+  char k[32];
+  uint64_t rng = 0x2545F4914F6CDD1Dull;
+  for (int round = 0; round < 12; round++) {
+    for (int i = 0; i < 300; i++) {
+      int kl = snprintf(k, sizeof k, "r%d-%d", round, i);
+      rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+      CK_OK(shm_put(ut_s, k, (size_t)kl, big, 3100 + rng % 400, 0, NULL));
+      CK_OK(shm_put(ut_s, k, (size_t)kl, small, 1 + (rng >> 20) % 500, 0,
+                    NULL));
+    }
+    shm_store_close(ut_s, 0); /* unclean: recovery runs */
+    ut_s = NULL;
+    CK_OK(ut_store_open(&ut_s, 0, 0, 0));
+    for (int r = 0; r <= round; r++)
+      for (int i = 0; i < 300; i++) {
+        int kl = snprintf(k, sizeof k, "r%d-%d", r, i);
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        CK_OK(shm_put(ut_s, k, (size_t)kl, small, 1 + rng % 500, 0, NULL));
+      }
+    (void)shm_reclaim(ut_s);
+    (void)shm_reclaim(ut_s);
+    ck_assert_msg(ut_check(ut_v, 1) == 0, "round %d: check failed", round);
+  }
+}
+END_TEST
+
 /* A reader pinned a snapshot before the writer died; the new writer's
  * recovery must not reuse what that reader can still see. */
 START_TEST(reader_pinned_across_writer_crash) {
@@ -1013,6 +1049,7 @@ Suite *recovery_suite(void) {
   tcase_add_test(tc, unclean_close_recovers);
   tcase_add_test(tc, clean_close_reopen);
   tcase_add_test(tc, killed_writer_recovers);
+  tcase_add_test(tc, no_inline_room_recovery);
   tcase_add_test(tc, reader_pinned_across_writer_crash);
   tcase_add_test(tc, dead_reader_cleared_on_attach);
   tcase_add_test(tc, check_healthy);
