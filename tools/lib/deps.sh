@@ -9,7 +9,8 @@
 # DESIGN.md section 1 lists the dependencies. clang and libclang-rt-dev (the
 # sanitizer and libFuzzer runtimes) serve the fuzz tier; liblmdb-dev the
 # side-by-side benchmark; libsystemd-dev the broker's sd_notify; python3 the
-# benchmark's smoke test (bench/smoke.sh) and the Python package.
+# benchmark's smoke test (bench/smoke.sh) and the Python package;
+# redis-server and redis-tools (redis-benchmark) the put benchmark's peer.
 SHOAL_DEPS=(
   build-essential
   cmake
@@ -24,6 +25,8 @@ SHOAL_DEPS=(
   clang
   libclang-rt-dev
   python3
+  redis-server
+  redis-tools
 )
 
 # deps_missing PKG...: print the packages among PKG that are not installed,

@@ -1,0 +1,371 @@
+/*
+ * shoal/shoal.h - the public C API of libshoal (DESIGN.md section 8).
+ *
+ * A client handle connects to the broker (shoald) over its Unix socket for
+ * writes and maps the store's data object read-only for reads:
+ *
+ *   shoal *c;
+ *   int err = shoal_open(&c, "default", NULL);
+ *   if (err) {
+ *     fprintf(stderr, "%s: %s\n", shoal_strerror(err), shoal_last_error(NULL));
+ *     ...
+ *   }
+ *   err = shoal_put(c, "k", 1, "v", 1, NULL);
+ *   if (shoal_read_begin(c) == 0) {      // pin a snapshot
+ *     shoal_val v;
+ *     if (shoal_get(c, "k", 1, &v) == 0) // zero-copy, no system call
+ *       fwrite(v.data, 1, v.len, stdout); // valid until shoal_read_end
+ *     shoal_read_end(c);
+ *   }
+ *   shoal_close(c);
+ *
+ * Return values: 0 on success or a negative code (shoal/error.h): -errno for
+ * system failures, SHOAL_E* for shoal's own. shoal_strerror() names the
+ * cause and the fix; shoal_last_error() adds the detail of the handle's last
+ * failure (the broker's message, the path that could not be opened).
+ *
+ * Threads: a handle is used by one thread at a time (like a sqlite3 or a
+ * redisContext); open one handle per thread. Reads need no lock and make no
+ * system call. After fork() the child gets SHOAL_EFORKED from the parent's
+ * handles and opens its own (shoal_close on the inherited handle is allowed
+ * and only frees the child's memory).
+ *
+ * Broker restarts: reads from an open handle keep working while the broker
+ * is down (the mapping stays valid); writes reconnect on their own. A write
+ * whose request was sent but whose reply never came returns SHOAL_EUNAVAIL:
+ * it may or may not have been applied.
+ */
+#ifndef SHOAL_SHOAL_H
+#define SHOAL_SHOAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shoal/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Compiler-checked contracts (STYLE 12): a result that must be looked at,
+ * and pointer arguments that must not be NULL. libshoal itself is built
+ * without the nonnull promise (SHOAL_CLIENT_BUILDING) so that it keeps
+ * checking them at run time for callers no compiler sees (ctypes, cgo):
+ * they get SHOAL_EINVAL rather than a crash. */
+#if defined(__GNUC__)
+#define SHOAL_WUR __attribute__((warn_unused_result))
+#if defined(SHOAL_CLIENT_BUILDING)
+#define SHOAL_NONNULL(...)
+#else
+#define SHOAL_NONNULL(...) __attribute__((nonnull(__VA_ARGS__)))
+#endif
+#else
+#define SHOAL_WUR
+#define SHOAL_NONNULL(...)
+#endif
+
+#define SHOAL_VERSION_MAJOR 0
+#define SHOAL_VERSION_MINOR 1
+#define SHOAL_VERSION_PATCH 0
+
+typedef struct shoal shoal;             /* opaque client handle */
+typedef struct shoal_batch shoal_batch; /* an atomic batch being built */
+
+/* A value as seen inside a read section: a view into the read-only mapping,
+ * valid until shoal_read_end(). */
+typedef struct shoal_val {
+  const void *data;
+  size_t len;
+  uint64_t version;    /* the commit that wrote it */
+  uint64_t expires_at; /* CLOCK_REALTIME ms; 0 = no TTL */
+} shoal_val;
+
+typedef struct shoal_key {
+  const void *data;
+  size_t len;
+} shoal_key;
+
+/* shoal_open options. Zero-initialise and set what you need; NULL = all
+ * defaults. */
+typedef struct shoal_options {
+  /* broker socket; NULL: $SHOAL_SOCKET, else RUNDIR/NAME.sock */
+  const char *socket;
+  /* NULL: $SHOAL_RUNDIR, $XDG_RUNTIME_DIR/shoal, /tmp/shoal-UID */
+  const char *rundir;
+  /* connecting and Hello, and how long a write retries reconnecting while
+   * the broker restarts; 0: 5000, -1: forever */
+  int connect_timeout_ms;
+  int timeout_ms;     /* waiting for a reply; 0: 30000, -1: forever */
+  unsigned flags;     /* SHOAL_OPEN_* */
+  const char *client; /* free text for the broker's log; NULL: "libshoal" */
+} shoal_options;
+
+/* shoal_options.flags */
+/* No reader slot and no mapping: writes and broker requests only; reads
+ * return SHOAL_ENOREADERS. */
+#define SHOAL_OPEN_NO_SLOT 0x1u
+
+/* --------------------------------------------------------------- handles */
+
+/*
+ * shoal_open - connect to the broker of store @name (NULL: whichever store
+ * the socket serves; the socket path then uses "default"), say Hello, map
+ * the data object read-only and adopt the reader slot the broker leased to
+ * this process.
+ * @out:  receives the handle; NULL on failure.
+ * @name: store name, [A-Za-z0-9._-]{1,64} not starting with '.'. When given,
+ *        the broker must serve that store (else SHOAL_EINVAL).
+ * @opts: NULL for defaults. The socket is opts->socket, else $SHOAL_SOCKET,
+ *        else RUNDIR/NAME.sock with RUNDIR = opts->rundir, $SHOAL_RUNDIR,
+ *        $XDG_RUNTIME_DIR/shoal, /tmp/shoal-UID (first set wins).
+ * Opening does not retry: with no broker it fails at once (later writes on
+ * an open handle do retry while the broker restarts).
+ * Returns 0, SHOAL_EUNAVAIL (no broker listening: start shoald),
+ * SHOAL_EDENIED (the broker does not allow this uid/gid, or the socket's or
+ * the shared objects' modes keep this process out), SHOAL_EVERSION,
+ * SHOAL_ENOREADERS, SHOAL_ETIMEOUT, SHOAL_EPROTOCOL, SHOAL_EINVAL (bad name,
+ * or the broker serves another store), -ENAMETOOLONG (socket path),
+ * -ENOMEM, other -errno.
+ * On failure shoal_last_error(NULL) tells why (per thread).
+ * Thread-safe (each call makes its own handle).
+ */
+SHOAL_EXPORT int shoal_open(shoal **out, const char *name,
+                            const shoal_options *opts) SHOAL_WUR
+    SHOAL_NONNULL(1);
+
+/* Release the reader slot (ending a section still open), close the
+ * connection, unmap, free. Pipelined requests not yet collected are
+ * abandoned: those already flushed may still be applied, those still queued
+ * are not sent. NULL is a no-op. In a child process after fork() (the
+ * handle is inherited) it only frees the child's copy: nothing is sent on
+ * the parent's connection and the parent's slot is untouched. */
+SHOAL_EXPORT void shoal_close(shoal *c);
+
+/* The detail of this handle's last failure of a call that talks to the
+ * broker or validates arguments ("connect /run/shoal/x.sock: No such file
+ * or directory", the broker's error text); "" if none. Read-path calls
+ * (shoal_get and friends) do not set it: their codes say everything.
+ * @c NULL: why the calling thread's last shoal_open failed.
+ * Never NULL; valid until the next call on @c (or shoal_open). */
+SHOAL_EXPORT const char *shoal_last_error(const shoal *c);
+
+/* The reader slot the handle uses, or -1 (SHOAL_OPEN_NO_SLOT, or after
+ * fork). For tools and tests (shoal-inspect readers shows the same). */
+SHOAL_EXPORT int shoal_reader_slot(const shoal *c);
+
+/* ------------------------------------------------------------------ reads */
+
+/*
+ * Reads go straight to the read-only mapping: no system call, no lock, no
+ * socket, so they keep working while the broker is down. Ordering: a write
+ * that returned before shoal_read_begin is visible in that section.
+ */
+
+/* Pin a snapshot: every read until the matching shoal_read_end sees the
+ * store as of one commit. Nestable (inner calls share the snapshot).
+ * Wait-free, no system call. Returns 0, SHOAL_EFORKED, SHOAL_ENOREADERS
+ * (handle opened with SHOAL_OPEN_NO_SLOT). */
+SHOAL_EXPORT int shoal_read_begin(shoal *c) SHOAL_WUR SHOAL_NONNULL(1);
+/* End a section (the outermost call unpins). An unmatched call is ignored. */
+SHOAL_EXPORT void shoal_read_end(shoal *c) SHOAL_NONNULL(1);
+
+/* Zero-copy get inside a section. Returns 0, SHOAL_ENOTFOUND,
+ * SHOAL_ENOSECTION (outside a section), SHOAL_ETOOBIG (klen >
+ * shoal_key_max()), SHOAL_EINVAL (NULL key with klen > 0), SHOAL_EFORKED,
+ * SHOAL_ECORRUPT. */
+SHOAL_EXPORT int shoal_get(shoal *c, const void *key, size_t klen,
+                           shoal_val *out) SHOAL_WUR SHOAL_NONNULL(1, 4);
+
+/* Copying get, inside or outside a section (it takes its own). Copies at
+ * most @cap bytes into @buf; *len (optional) receives the full length, so
+ * a short @buf answers how much to allocate (the return is then
+ * SHOAL_ETOOBIG and nothing is copied). *version optional. Also returns
+ * SHOAL_ENOREADERS (no slot) and the codes of shoal_get. */
+SHOAL_EXPORT int shoal_get_copy(shoal *c, const void *key, size_t klen,
+                                void *buf, size_t cap, size_t *len,
+                                uint64_t *version) SHOAL_WUR SHOAL_NONNULL(1);
+
+/* Prefetching multi-get inside a section: status[i] is what shoal_get
+ * would return for keys[i], out[i] its value when status[i] == 0. Returns
+ * the number found (>= 0) or a negative code (SHOAL_ENOSECTION,
+ * SHOAL_EFORKED, SHOAL_EINVAL). */
+SHOAL_EXPORT int shoal_get_many(shoal *c, size_t n, const shoal_key *keys,
+                                shoal_val *out, int *status) SHOAL_WUR
+    SHOAL_NONNULL(1);
+
+/* Visit keys in [start, end) in byte order (start NULL/slen 0: from the
+ * first key; end NULL or elen 0: to the last key). Inside a section it uses
+ * that snapshot; outside, it takes its own for the whole scan. @fn returns
+ * 0 to go on, non-zero to stop (shoal_scan then returns that value; use a
+ * positive one so it can not be taken for an error). Returns 0 when the
+ * range is exhausted, SHOAL_ENOREADERS, SHOAL_EFORKED, SHOAL_EINVAL,
+ * SHOAL_ECORRUPT. The key and value pointers are valid until the section
+ * ends (for a scan outside a section: until @fn returns). */
+typedef int (*shoal_scan_fn)(void *arg, const void *key, size_t klen,
+                             const shoal_val *val);
+SHOAL_EXPORT int shoal_scan(shoal *c, const void *start, size_t slen,
+                            const void *end, size_t elen, shoal_scan_fn fn,
+                            void *arg) SHOAL_NONNULL(1, 6);
+/* Keys starting with @prefix (plen 0: all keys). SHOAL_ETOOBIG if @plen
+ * exceeds shoal_key_max(). */
+SHOAL_EXPORT int shoal_scan_prefix(shoal *c, const void *prefix, size_t plen,
+                                   shoal_scan_fn fn, void *arg)
+    SHOAL_NONNULL(1, 4);
+
+/*
+ * shoal_wait - block until @key's version exceeds @after_version (0: until
+ * it exists; a delete counts), or @timeout_ms passes (-1: forever). Futex on
+ * the shared mapping: no socket traffic, no polling. Call outside a
+ * section. *version (optional) receives the key's version when the call
+ * returns (0: absent, e.g. deleted; pass it back as @after_version to wait
+ * for the key to exist again), on timeout too.
+ * Returns 0, SHOAL_ETIMEOUT, -EINTR (a signal arrived), SHOAL_EINVAL
+ * (inside a section), SHOAL_ENOREADERS, SHOAL_ETOOBIG, SHOAL_EFORKED.
+ */
+SHOAL_EXPORT int shoal_wait(shoal *c, const void *key, size_t klen,
+                            uint64_t after_version, int timeout_ms,
+                            uint64_t *version) SHOAL_WUR SHOAL_NONNULL(1);
+
+/* ----------------------------------------------------------------- writes */
+
+/*
+ * Each write is one request to the broker and one commit, acknowledged
+ * after it is published: a section begun after the call returns sees it.
+ * *version (optional) receives the commit's version.
+ * Blocking: up to shoal_options.timeout_ms for the reply (SHOAL_ETIMEOUT;
+ * the connection is then dropped because the late reply could not be told
+ * apart). A broken connection (the broker restarted) is re-established
+ * first, retrying for up to connect_timeout_ms; a request that was sent but
+ * got no reply returns SHOAL_EUNAVAIL and may or may not have been applied
+ * (it is never resent). Pipelined requests still outstanding are collected
+ * and their replies discarded first (see shoal_pipe_*).
+ * Errors: SHOAL_ETOOBIG (checked locally, nothing is sent), SHOAL_EINVAL,
+ * SHOAL_ENOSPC, SHOAL_EUNAVAIL, SHOAL_ETIMEOUT, SHOAL_EFORKED,
+ * SHOAL_EDENIED, SHOAL_EPROTOCOL, -errno; shoal_last_error() has the
+ * detail.
+ */
+SHOAL_EXPORT int shoal_put(shoal *c, const void *key, size_t klen,
+                           const void *val, size_t vlen, uint64_t *version)
+    SHOAL_NONNULL(1);
+/* @ttl_ms 0: no TTL. */
+SHOAL_EXPORT int shoal_put_ttl(shoal *c, const void *key, size_t klen,
+                               const void *val, size_t vlen, uint32_t ttl_ms,
+                               uint64_t *version) SHOAL_NONNULL(1);
+/* SHOAL_ENOTFOUND if the key is absent (nothing is written). */
+SHOAL_EXPORT int shoal_del(shoal *c, const void *key, size_t klen)
+    SHOAL_NONNULL(1);
+/* Put if the key's version is @expect (0: must be absent). On
+ * SHOAL_ECONFLICT *version receives the current version (0: absent). */
+SHOAL_EXPORT int shoal_cas(shoal *c, const void *key, size_t klen,
+                           uint64_t expect, const void *val, size_t vlen,
+                           uint64_t *version) SHOAL_WUR SHOAL_NONNULL(1);
+
+/* Atomic batches: all operations become visible in one commit, or none.
+ * The builder copies keys and values into one growing buffer; it checks
+ * each op's sizes at once (SHOAL_ETOOBIG, SHOAL_EINVAL, -ENOMEM; the op is
+ * then not added). A batch belongs to no handle until committed and may be
+ * committed on any handle; one thread at a time. */
+SHOAL_EXPORT int shoal_batch_new(shoal *c, shoal_batch **out) SHOAL_WUR
+    SHOAL_NONNULL(2);
+SHOAL_EXPORT int shoal_batch_put(shoal_batch *b, const void *key, size_t klen,
+                                 const void *val, size_t vlen, uint32_t ttl_ms)
+    SHOAL_NONNULL(1);
+/* Delete; an absent key fails the whole batch (SHOAL_ENOTFOUND). */
+SHOAL_EXPORT int shoal_batch_del(shoal_batch *b, const void *key, size_t klen)
+    SHOAL_NONNULL(1);
+/* Delete if present. */
+SHOAL_EXPORT int shoal_batch_del_any(shoal_batch *b, const void *key,
+                                     size_t klen) SHOAL_NONNULL(1);
+SHOAL_EXPORT int shoal_batch_cas(shoal_batch *b, const void *key, size_t klen,
+                                 uint64_t expect, const void *val, size_t vlen)
+    SHOAL_NONNULL(1);
+SHOAL_EXPORT size_t shoal_batch_len(const shoal_batch *b);
+/* Send and wait (as a single write above). *seq (optional) receives the
+ * commit. On failure nothing was applied and shoal_batch_failed() names the
+ * op (-1: none, e.g. a transport error). The batch stays valid (commit
+ * again, or free it). A batch whose frame exceeds the broker's max frame is
+ * refused locally with SHOAL_ETOOBIG. */
+SHOAL_EXPORT int shoal_batch_commit(shoal *c, shoal_batch *b,
+                                    uint64_t *seq) SHOAL_WUR
+    SHOAL_NONNULL(1, 2);
+SHOAL_EXPORT long shoal_batch_failed(const shoal_batch *b);
+/* Empty the batch, keeping its memory. */
+SHOAL_EXPORT void shoal_batch_reset(shoal_batch *b);
+SHOAL_EXPORT void shoal_batch_free(shoal_batch *b);
+
+/*
+ * Pipelined writes (like hiredis's redisAppendCommand/redisGetReply):
+ * queue many requests, then collect the replies in order. Requests are
+ * sent when the output buffer passes 64 KiB, at shoal_pipe_flush, or when
+ * shoal_pipe_recv has to wait for a reply (one write per flush; replies are
+ * read many per read). Each append returns 0 (queued) or an error for that
+ * request alone (then it is not queued: SHOAL_ETOOBIG, SHOAL_EINVAL,
+ * SHOAL_EFORKED, SHOAL_EUNAVAIL).
+ * shoal_pipe_recv returns the status of the oldest outstanding request and
+ * its version (or, for a CAS conflict, the current version);
+ * SHOAL_EINVAL when nothing is outstanding.
+ * Broken connection: each outstanding request whose reply had not arrived
+ * gets SHOAL_EUNAVAIL from shoal_pipe_recv (it may have been applied), and
+ * appends fail with SHOAL_EUNAVAIL until those are collected; the next
+ * append after that reconnects. A reply timeout (SHOAL_ETIMEOUT) drops the
+ * connection the same way.
+ * A synchronous call on the handle (put, del, cas, batch commit, ping,
+ * stats) first collects the outstanding replies and discards them.
+ */
+SHOAL_EXPORT int shoal_pipe_put(shoal *c, const void *key, size_t klen,
+                                const void *val, size_t vlen, uint32_t ttl_ms)
+    SHOAL_NONNULL(1);
+SHOAL_EXPORT int shoal_pipe_del(shoal *c, const void *key, size_t klen)
+    SHOAL_NONNULL(1);
+SHOAL_EXPORT int shoal_pipe_cas(shoal *c, const void *key, size_t klen,
+                                uint64_t expect, const void *val, size_t vlen)
+    SHOAL_NONNULL(1);
+/* Send what is queued. Returns 0, SHOAL_EUNAVAIL, SHOAL_ETIMEOUT. */
+SHOAL_EXPORT int shoal_pipe_flush(shoal *c) SHOAL_NONNULL(1);
+SHOAL_EXPORT int shoal_pipe_recv(shoal *c, uint64_t *version) SHOAL_WUR
+    SHOAL_NONNULL(1);
+/* Requests appended and not yet collected. */
+SHOAL_EXPORT size_t shoal_pipe_pending(const shoal *c);
+
+/* ------------------------------------------------------- broker requests */
+
+/* Round trip to the broker (reconnecting if needed). Returns 0 or the
+ * codes of a write. */
+SHOAL_EXPORT int shoal_ping(shoal *c) SHOAL_NONNULL(1);
+
+typedef struct shoal_stats {
+  uint64_t keys, key_bytes, value_bytes;
+  uint64_t size, bytes_used, bytes_free;
+  uint64_t commit_seq, commits, records;
+  uint64_t retired, retired_bytes, reclaimed, expired;
+  uint64_t index_capacity, index_used;
+  uint64_t readers_claimed, readers_busy;
+  uint64_t oldest_snapshot, oldest_snapshot_age_ms;
+  uint64_t connections, connections_total, uptime_ms, denied;
+  uint64_t bytes_in, bytes_out;
+  int broker_pid;
+  /* requests by type and errors by code name, "name=value" pairs joined
+   * by spaces ("put=10 get=2"); owned by the handle until the next call */
+  const char *requests;
+  const char *errors;
+} shoal_stats;
+
+/* The broker's Stats. Returns 0 or the codes of a write. */
+SHOAL_EXPORT int shoal_stats_get(shoal *c, shoal_stats *out) SHOAL_WUR
+    SHOAL_NONNULL(1, 2);
+
+/* ---------------------------------------------------------------- misc */
+
+/* shoal_strerror() and shoal_errname() come from shoal/error.h. */
+/* Limits, as functions for FFI callers. */
+SHOAL_EXPORT size_t shoal_key_max(void);
+/* The largest value a put may carry: the broker's (from Hello), or the
+ * format's when @c is NULL. */
+SHOAL_EXPORT size_t shoal_value_max(const shoal *c);
+/* "0.1.0" */
+SHOAL_EXPORT const char *shoal_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SHOAL_SHOAL_H */
