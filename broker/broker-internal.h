@@ -2,11 +2,13 @@
  * broker-internal.h - shared state of shoald's parts (prefix broker_).
  *
  * shoald is one process with one thread: main.c parses options, takes the
- * lock, opens the store and the socket; loop.c runs the epoll loop, owns
- * the connections and their framing; handlers.c turns one decoded Request
- * into store calls and one packed Response; stats.c counts and logs. All of
- * it runs on the loop's thread, so nothing here is locked or atomic: the
- * single-writer rule of DESIGN section 4 is this one thread.
+ * lock, opens the store and the socket; access.c grants allowed uids/gids
+ * file access; loop.c runs the epoll loop, owns the connections and their
+ * framing; handlers.c turns one decoded Request into store calls and one
+ * packed Response (and holds the lease policy); arena.c is the per-frame
+ * allocator; stats.c counts and logs. All of it runs on the loop's
+ * thread, so nothing here is locked or atomic: the single-writer rule of
+ * DESIGN section 4 is this one thread.
  *
  * Memory that client input can make the broker allocate is bounded:
  *   - a connection's input buffer grows only as bytes actually arrive and
@@ -53,6 +55,7 @@
 #define BROKER_DEFAULT_MAX_OUTPUT (4u << 20)
 #define BROKER_MIN_MAX_OUTPUT (64u << 10)
 #define BROKER_DEFAULT_SWEEP_MS 200u
+#define BROKER_DEFAULT_SPIN_US 50u /* loop.c: adaptive busy-poll */
 /* What a frame carries besides a value: the envelope, the id, a key of up
  * to SHM_KEY_MAX bytes and the field tags. A value of max_frame -
  * BROKER_FRAME_OVERHEAD always fits one frame, in a Put and in the
@@ -242,7 +245,7 @@ struct broker {
   int stopping;            /* SIGTERM/SIGINT seen */
   uint64_t stop_by_ms;     /* drain deadline (monotonic) */
   uint64_t last_slow_sweep_ms;  /* 1 s tasks */
-  uint64_t last_work_us;        /* monotonic: the last turn with events */
+  int spin_ok;                  /* the last wait was short: busy-poll */
   uint64_t last_stuck_warn_ms;  /* the old-snapshot warning */
 };
 
@@ -277,6 +280,10 @@ void broker_reply_error(struct broker *b, struct broker_conn *c, uint64_t id,
 void broker_lease_on_close(struct broker *b, struct broker_conn *c);
 /* The 1 s tick: release recorded leases whose process has gone since. */
 void broker_lease_recheck(struct broker *b);
+
+/* access.c: POSIX ACLs for the allowed uids/gids on the socket, the two
+ * shared objects and RUNDIR (removed when no --allow-* is given). */
+void broker_grant_access(struct broker *b);
 
 /* stats.c */
 void broker_count_error(struct broker *b, int code);

@@ -325,9 +325,10 @@ static void on_hello(struct broker *b, struct broker_conn *c, uint64_t id,
   hr.shm_dir = (char *)b->opt.shm_dir;
   hr.data_object = b->data_object;
   hr.readers_object = b->readers_object;
-  /* hr.format: the segment format version is not exported by shm.h; left
-   * unset (0 = "not reported"). Clients check the format themselves when
-   * they map the segment (shm_view_open: SHOAL_EVERSION). */
+  /* clients also check it themselves when they map the segment
+   * (shm_view_open: SHOAL_EVERSION) */
+  hr.has_format = 1;
+  hr.format = shm_format_version();
   hr.has_reader_slot = 1;
   hr.reader_slot = slot;
   hr.has_max_frame = 1;

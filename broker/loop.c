@@ -18,9 +18,16 @@
  *      BROKER_FRAMES_PER_TURN;
  *   4. every connection with new output (the dirty list) gets exactly one
  *      send(): a depth-64 pipeline is answered with one system call.
- * With --spin-us, step 1 polls (timeout 0) for that long after the last
- * busy turn before it blocks: off by default, because on a shared 2-core
- * host the spinning steals the core a client needs.
+ * Adaptive busy-poll (--spin-us, default 50): when the previous wait
+ * ended within spin-us, step 1 polls with timeout 0 for up to spin-us
+ * before it blocks. A client waiting for its reply sends the next request
+ * within microseconds; catching it without a sleep spares both sides the
+ * scheduler's wake-up latency (tens of microseconds on a VM's idle vCPU),
+ * which is most of an unpipelined round trip. The cost is bounded: once a
+ * wait outlasts 4 x spin-us (the client went quiet, or it can not run
+ * because the core is busy) the loop blocks and stops spinning until
+ * traffic is back-to-back again, so an idle or lightly used broker spins
+ * at most spin-us per quiet period. --spin-us 0 turns it off.
  *
  * Ordering: frames of a connection are decoded in arrival order and each
  * reply is appended when its request has been served, so replies leave in
@@ -672,22 +679,25 @@ int broker_loop_run(struct broker *b) {
     else if (b->stopping) timeout = (int)(b->stop_by_ms - now);
     const int cap = (int)(sizeof evs / sizeof evs[0]);
     int n;
-    if (timeout != 0 && b->opt.spin_us && !b->stopping) {
-      /* Busy-poll a little after the last work before sleeping: a client
-       * waiting for its reply sends the next request within microseconds,
-       * and catching it without a sleep/wake-up of this thread saves the
-       * scheduler's wake-up latency on both sides (tens of microseconds
-       * on a VM's idle vCPU). Bounded: after --spin-us of silence the loop
-       * blocks. */
-      uint64_t until = b->last_work_us + b->opt.spin_us;
-      do {
-        n = epoll_wait(b->epfd, evs, cap, 0);
-      } while (n == 0 && broker_mono_us() < until);
-      if (n == 0) n = epoll_wait(b->epfd, evs, cap, timeout);
-    } else {
+    if (timeout == 0 || !b->opt.spin_us || b->stopping) {
       n = epoll_wait(b->epfd, evs, cap, timeout);
+    } else {
+      /* Adaptive busy-poll (see the top comment): poll for --spin-us
+       * before sleeping, but only while the last idle gap was that short,
+       * i.e. while a client answers back-to-back. */
+      uint64_t t0 = broker_mono_us();
+      n = 0;
+      if (b->spin_ok) {
+        do {
+          n = epoll_wait(b->epfd, evs, cap, 0);
+        } while (n == 0 && broker_mono_us() - t0 < b->opt.spin_us);
+      }
+      if (n == 0) n = epoll_wait(b->epfd, evs, cap, timeout);
+      /* A blocked wait's gap includes this thread's own wake-up latency,
+       * so a client that answered within spin-us may look slower: allow
+       * 4x before calling the traffic sparse. */
+      b->spin_ok = n > 0 && broker_mono_us() - t0 <= 4ull * b->opt.spin_us;
     }
-    if (n > 0) b->last_work_us = broker_mono_us();
     if (n < 0) {
       if (errno == EINTR) continue;
       broker_log("fatal reason=\"epoll_wait: %s\"", strerror(errno));

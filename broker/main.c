@@ -21,7 +21,8 @@
  *                      bind). A stale file is removed only while holding
  *                      the lock, and only if nobody answers on it.
  *
- * Startup order: options -> RUNDIR -> lock -> store -> socket -> epoll ->
+ * Startup order: options -> RUNDIR -> lock -> store -> socket -> ACLs for
+ * the --allow-uid/--allow-gid ids (access.c) -> epoll ->
  * "ready" (sd_notify READY=1). Shutdown (SIGTERM/SIGINT, loop.c): stop
  * accepting and unlink the socket, serve what clients already sent, flush
  * replies (at most BROKER_DRAIN_MS), close connections (lease policy in
@@ -91,7 +92,8 @@ static const char usage_text[] =
     "                         number); repeatable. The broker's own uid is always\n"
     "                         accepted. Others get SHOAL_EDENIED.\n"
     "        --allow-gid G    also accept clients in group G (primary or\n"
-    "                         supplementary); repeatable\n"
+    "                         supplementary); repeatable. Allowed ids get a POSIX\n"
+    "                         ACL on the socket, the shared objects and RUNDIR.\n"
     "        --max-frame B    largest request or reply frame (default 16M); values\n"
     "                         may be up to B minus 4 KiB. Larger frames are refused\n"
     "                         and the connection closed.\n"
@@ -99,9 +101,9 @@ static const char usage_text[] =
     "                         broker stops reading from it (default 4M)\n"
     "        --workers N      utility worker threads (reserved; accepted)\n"
     "        --sweep-ms MS    TTL sweep and reclamation period (default 200)\n"
-    "        --spin-us US     after serving requests, poll for this long before\n"
-    "                         sleeping (default 0: off); trades CPU for latency on\n"
-    "                         hosts with a core to spare\n"
+    "        --spin-us US     while clients send back-to-back, poll this long\n"
+    "                         before sleeping (default 50; 0: never): lower round\n"
+    "                         trip latency for at most US of CPU per idle gap\n"
     "    -q, --quiet          no per-connection log lines\n"
     "    -h, --help           this text\n"
     "    -V, --version        print the version\n"
@@ -240,7 +242,8 @@ static void parse_options(int argc, char **argv, struct broker_opts *o,
   *o = (struct broker_opts){.name = "default",
                             .max_frame = BROKER_DEFAULT_MAX_FRAME,
                             .max_output = BROKER_DEFAULT_MAX_OUTPUT,
-                            .sweep_ms = BROKER_DEFAULT_SWEEP_MS};
+                            .sweep_ms = BROKER_DEFAULT_SWEEP_MS,
+                            .spin_us = BROKER_DEFAULT_SPIN_US};
   const char *socket_opt = NULL, *rundir_opt = NULL, *shm_opt = NULL;
   int ch;
   unsigned long long v;
@@ -525,6 +528,7 @@ int main(int argc, char **argv) {
     shm_store_close(b->store, 1);
     return 1;
   }
+  broker_grant_access(b);
   /* 256 KiB covers every small request, and a depth-64 pipeline's
    * frames decode one after another in it without a malloc. */
   if (broker_arena_init(&b->arena, 256u << 10) != 0 ||

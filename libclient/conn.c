@@ -518,6 +518,18 @@ static int hello(shoal *c, int64_t deadline) {
   set_rcvtimeo(c, left_ms(deadline));
   int err = shoal__append(c, &rq);
   if (!err) err = flush_out(c, NULL);
+  if (err == SHOAL_EUNAVAIL && c->in.len - c->in.head >= 4) {
+    /* A broker that refuses our credentials answers on accept and closes
+     * before reading Hello, so sending it may fail (EPIPE) while the
+     * refusal already sits in our buffer (lost() drained the socket).
+     * Report that refusal, not a lost connection. */
+    Shoal__Response *dr = NULL;
+    if (next_reply(c, &dr) == 0 && dr) {
+      int st = shoal__status(c, dr);
+      if (st) return st;
+    }
+    err = SHOAL_EUNAVAIL;
+  }
   Shoal__Response *r = NULL;
   if (!err) err = reply_for(c, rq.id, &r);
   if (!err) err = shoal__status(c, r);

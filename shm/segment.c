@@ -722,3 +722,5 @@ int shm_store_view(shm_store *s, shm_view **out) {
   *out = v;
   return 0;
 }
+
+uint32_t shm_format_version(void) { return SHM_FORMAT_VERSION; }

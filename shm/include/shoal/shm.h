@@ -395,6 +395,10 @@ unsigned shm_check(shm_view *v, int quiescent, shm_check_fn fn, void *arg);
 int shm_object_path(char *buf, size_t cap, const char *name, const char *dir,
                     const char *suffix);
 
+/* The segment format version this build reads and writes (the header's
+ * format field; a mismatch is SHOAL_EVERSION). */
+uint32_t shm_format_version(void);
+
 /* The current CLOCK_REALTIME in milliseconds (the TTL clock). */
 uint64_t shm_now_ms(void);
 
