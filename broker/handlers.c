@@ -63,17 +63,25 @@
 
 /* --------------------------------------------------------------- replies -- */
 
+/* The envelope of a reply: the request's id, a status, a body case. */
+static void resp_init(Shoal__Response *r, uint64_t id, int status,
+                      Shoal__Response__BodyCase body) {
+  shoal__response__init(r);
+  r->has_id = 1;
+  r->id = id;
+  r->has_status = 1;
+  r->status = status;
+  r->body_case = body;
+}
+
 static void reply_fmt(struct broker *b, struct broker_conn *c, uint64_t id,
                       int status, int has_version, uint64_t version,
                       const char *fmt, va_list ap) {
   char detail[1024] = "";
   char msg[2048];
   if (fmt) vsnprintf(detail, sizeof detail, fmt, ap);
-  Shoal__Response r = SHOAL__RESPONSE__INIT;
-  r.has_id = 1;
-  r.id = id;
-  r.has_status = 1;
-  r.status = status;
+  Shoal__Response r;
+  resp_init(&r, id, status, SHOAL__RESPONSE__BODY__NOT_SET);
   if (status) {
     if (detail[0])
       snprintf(msg, sizeof msg, "%s: %s", shoal_strerror(status), detail);
@@ -341,11 +349,8 @@ static void on_hello(struct broker *b, struct broker_conn *c, uint64_t id,
   hr.broker_pid = (int32_t)b->pid;
   hr.has_commit_seq = 1;
   hr.commit_seq = seq;
-  Shoal__Response r = SHOAL__RESPONSE__INIT;
-  r.has_id = 1;
-  r.id = id;
-  r.has_status = 1;
-  r.status = 0;
+  Shoal__Response r;
+  resp_init(&r, id, 0, SHOAL__RESPONSE__BODY__NOT_SET);
   r.body_case = SHOAL__RESPONSE__BODY_HELLO;
   r.hello = &hr;
   broker_reply(b, c, &r);
@@ -400,11 +405,8 @@ static void reply_batch(struct broker *b, struct broker_conn *c, uint64_t id,
   br.failed_index = failed;
   br.has_applied = 1;
   br.applied = applied;
-  Shoal__Response r = SHOAL__RESPONSE__INIT;
-  r.has_id = 1;
-  r.id = id;
-  r.has_status = 1;
-  r.status = status;
+  Shoal__Response r;
+  resp_init(&r, id, status, SHOAL__RESPONSE__BODY__NOT_SET);
   if (status) {
     snprintf(msg, sizeof msg, "%s: %s", shoal_strerror(status), detail);
     r.error = msg;
@@ -529,11 +531,8 @@ static void on_get(struct broker *b, struct broker_conn *c, uint64_t id,
     gr.version = v.version;
     gr.has_expires_at_ms = 1;
     gr.expires_at_ms = v.expires_at;
-    Shoal__Response r = SHOAL__RESPONSE__INIT;
-    r.has_id = 1;
-    r.id = id;
-    r.has_status = 1;
-    r.body_case = SHOAL__RESPONSE__BODY_GET;
+    Shoal__Response r;
+    resp_init(&r, id, 0, SHOAL__RESPONSE__BODY_GET);
     r.get = &gr;
     broker_reply(b, c, &r);
   }
@@ -687,11 +686,8 @@ static void on_scan(struct broker *b, struct broker_conn *c, uint64_t id,
     }
     sr.has_snapshot = 1;
     sr.snapshot = snap;
-    Shoal__Response r = SHOAL__RESPONSE__INIT;
-    r.has_id = 1;
-    r.id = id;
-    r.has_status = 1;
-    r.body_case = SHOAL__RESPONSE__BODY_SCAN;
+    Shoal__Response r;
+    resp_init(&r, id, 0, SHOAL__RESPONSE__BODY_SCAN);
     r.scan = &sr;
     broker_reply(b, c, &r);
   }
@@ -706,11 +702,8 @@ static void on_stats(struct broker *b, struct broker_conn *c, uint64_t id) {
   Shoal__Counter errs[BROKER_ERR_SLOTS + 1], *errp[BROKER_ERR_SLOTS + 1];
   char names[BROKER_ERR_SLOTS + 1][24];
   broker_fill_stats(b, &sr, reqs, reqp, errs, errp, names);
-  Shoal__Response r = SHOAL__RESPONSE__INIT;
-  r.has_id = 1;
-  r.id = id;
-  r.has_status = 1;
-  r.body_case = SHOAL__RESPONSE__BODY_STATS;
+  Shoal__Response r;
+  resp_init(&r, id, 0, SHOAL__RESPONSE__BODY_STATS);
   r.stats = &sr;
   broker_reply(b, c, &r);
 }
@@ -730,11 +723,8 @@ static void on_ping(struct broker *b, struct broker_conn *c, uint64_t id,
   }
   pong.has_time_ms = 1;
   pong.time_ms = shm_now_ms();
-  Shoal__Response r = SHOAL__RESPONSE__INIT;
-  r.has_id = 1;
-  r.id = id;
-  r.has_status = 1;
-  r.body_case = SHOAL__RESPONSE__BODY_PONG;
+  Shoal__Response r;
+  resp_init(&r, id, 0, SHOAL__RESPONSE__BODY_PONG);
   r.pong = &pong;
   broker_reply(b, c, &r);
 }

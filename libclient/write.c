@@ -34,24 +34,79 @@ static inline ProtobufCBinaryData bin(const void *p, size_t n) {
 
 /* ------------------------------------------------------------- writes --- */
 
+/* A write request on the caller's stack: the envelope and its body. The
+ * builders check the handle and the sizes and fill both; the synchronous
+ * calls send it with shoal__call, the pipelined ones queue it. */
+struct wreq {
+  Shoal__Request rq;
+  union {
+    Shoal__Put put;
+    Shoal__Delete del;
+    Shoal__Cas cas;
+  } m;
+};
+
+static int wreq_check(shoal *c, const void *key, size_t klen, const void *val,
+                      size_t vlen) {
+  if (!c) return SHOAL_EINVAL;
+  if (shoal__forked(c)) return SHOAL_EFORKED;
+  return shoal__check_kv(c, key, klen, val, vlen);
+}
+
+static int mk_put(shoal *c, struct wreq *w, const void *key, size_t klen,
+                  const void *val, size_t vlen, uint32_t ttl_ms) {
+  int err = wreq_check(c, key, klen, val, vlen);
+  if (err) return err;
+  Shoal__Put *p = &w->m.put;
+  shoal__put__init(p);
+  p->has_key = p->has_value = 1;
+  p->key = bin(key, klen);
+  p->value = bin(val, vlen);
+  p->has_ttl_ms = ttl_ms != 0;
+  p->ttl_ms = ttl_ms;
+  shoal__request__init(&w->rq);
+  w->rq.body_case = SHOAL__REQUEST__BODY_PUT;
+  w->rq.put = p;
+  return 0;
+}
+
+static int mk_del(shoal *c, struct wreq *w, const void *key, size_t klen) {
+  int err = wreq_check(c, key, klen, NULL, 0);
+  if (err) return err;
+  Shoal__Delete *d = &w->m.del;
+  shoal__delete__init(d);
+  d->has_key = 1;
+  d->key = bin(key, klen);
+  shoal__request__init(&w->rq);
+  w->rq.body_case = SHOAL__REQUEST__BODY_DELETE;
+  w->rq.delete_ = d;
+  return 0;
+}
+
+static int mk_cas(shoal *c, struct wreq *w, const void *key, size_t klen,
+                  uint64_t expect, const void *val, size_t vlen) {
+  int err = wreq_check(c, key, klen, val, vlen);
+  if (err) return err;
+  Shoal__Cas *m = &w->m.cas;
+  shoal__cas__init(m);
+  m->has_key = m->has_value = m->has_expect = 1;
+  m->key = bin(key, klen);
+  m->value = bin(val, vlen);
+  m->expect = expect;
+  shoal__request__init(&w->rq);
+  w->rq.body_case = SHOAL__REQUEST__BODY_CAS;
+  w->rq.cas = m;
+  return 0;
+}
+
 static int put_req(shoal *c, const void *key, size_t klen, const void *val,
                    size_t vlen, uint32_t ttl_ms, uint64_t *version) {
   if (version) *version = 0;
-  if (!c) return SHOAL_EINVAL;
-  if (shoal__forked(c)) return SHOAL_EFORKED;
-  int err = shoal__check_kv(c, key, klen, val, vlen);
+  struct wreq w;
+  int err = mk_put(c, &w, key, klen, val, vlen, ttl_ms);
   if (err) return err;
-  Shoal__Put p = SHOAL__PUT__INIT;
-  p.has_key = p.has_value = 1;
-  p.key = bin(key, klen);
-  p.value = bin(val, vlen);
-  p.has_ttl_ms = ttl_ms != 0;
-  p.ttl_ms = ttl_ms;
-  Shoal__Request rq = SHOAL__REQUEST__INIT;
-  rq.body_case = SHOAL__REQUEST__BODY_PUT;
-  rq.put = &p;
   Shoal__Response *r;
-  err = shoal__call(c, &rq, &r);
+  err = shoal__call(c, &w.rq, &r);
   if (!err && version) *version = r->version;
   return err;
 }
@@ -68,38 +123,22 @@ SHOAL_EXPORT int shoal_put_ttl(shoal *c, const void *key, size_t klen,
 }
 
 SHOAL_EXPORT int shoal_del(shoal *c, const void *key, size_t klen) {
-  if (!c) return SHOAL_EINVAL;
-  if (shoal__forked(c)) return SHOAL_EFORKED;
-  int err = shoal__check_kv(c, key, klen, NULL, 0);
+  struct wreq w;
+  int err = mk_del(c, &w, key, klen);
   if (err) return err;
-  Shoal__Delete d = SHOAL__DELETE__INIT;
-  d.has_key = 1;
-  d.key = bin(key, klen);
-  Shoal__Request rq = SHOAL__REQUEST__INIT;
-  rq.body_case = SHOAL__REQUEST__BODY_DELETE;
-  rq.delete_ = &d;
   Shoal__Response *r;
-  return shoal__call(c, &rq, &r);
+  return shoal__call(c, &w.rq, &r);
 }
 
 SHOAL_EXPORT int shoal_cas(shoal *c, const void *key, size_t klen,
                            uint64_t expect, const void *val, size_t vlen,
                            uint64_t *version) {
   if (version) *version = 0;
-  if (!c) return SHOAL_EINVAL;
-  if (shoal__forked(c)) return SHOAL_EFORKED;
-  int err = shoal__check_kv(c, key, klen, val, vlen);
+  struct wreq w;
+  int err = mk_cas(c, &w, key, klen, expect, val, vlen);
   if (err) return err;
-  Shoal__Cas m = SHOAL__CAS__INIT;
-  m.has_key = m.has_value = m.has_expect = 1;
-  m.key = bin(key, klen);
-  m.value = bin(val, vlen);
-  m.expect = expect;
-  Shoal__Request rq = SHOAL__REQUEST__INIT;
-  rq.body_case = SHOAL__REQUEST__BODY_CAS;
-  rq.cas = &m;
   Shoal__Response *r;
-  err = shoal__call(c, &rq, &r);
+  err = shoal__call(c, &w.rq, &r);
   /* on ECONFLICT the broker reports the current version (0: absent) */
   if (version && r && (!err || err == SHOAL_ECONFLICT)) *version = r->version;
   return err;
@@ -306,51 +345,22 @@ static int pipe_append(shoal *c, Shoal__Request *rq) {
 
 SHOAL_EXPORT int shoal_pipe_put(shoal *c, const void *key, size_t klen,
                                 const void *val, size_t vlen, uint32_t ttl_ms) {
-  if (!c) return SHOAL_EINVAL;
-  if (shoal__forked(c)) return SHOAL_EFORKED;
-  int err = shoal__check_kv(c, key, klen, val, vlen);
-  if (err) return err;
-  Shoal__Put p = SHOAL__PUT__INIT;
-  p.has_key = p.has_value = 1;
-  p.key = bin(key, klen);
-  p.value = bin(val, vlen);
-  p.has_ttl_ms = ttl_ms != 0;
-  p.ttl_ms = ttl_ms;
-  Shoal__Request rq = SHOAL__REQUEST__INIT;
-  rq.body_case = SHOAL__REQUEST__BODY_PUT;
-  rq.put = &p;
-  return pipe_append(c, &rq);
+  struct wreq w;
+  int err = mk_put(c, &w, key, klen, val, vlen, ttl_ms);
+  return err ? err : pipe_append(c, &w.rq);
 }
 
 SHOAL_EXPORT int shoal_pipe_del(shoal *c, const void *key, size_t klen) {
-  if (!c) return SHOAL_EINVAL;
-  if (shoal__forked(c)) return SHOAL_EFORKED;
-  int err = shoal__check_kv(c, key, klen, NULL, 0);
-  if (err) return err;
-  Shoal__Delete d = SHOAL__DELETE__INIT;
-  d.has_key = 1;
-  d.key = bin(key, klen);
-  Shoal__Request rq = SHOAL__REQUEST__INIT;
-  rq.body_case = SHOAL__REQUEST__BODY_DELETE;
-  rq.delete_ = &d;
-  return pipe_append(c, &rq);
+  struct wreq w;
+  int err = mk_del(c, &w, key, klen);
+  return err ? err : pipe_append(c, &w.rq);
 }
 
 SHOAL_EXPORT int shoal_pipe_cas(shoal *c, const void *key, size_t klen,
                                 uint64_t expect, const void *val, size_t vlen) {
-  if (!c) return SHOAL_EINVAL;
-  if (shoal__forked(c)) return SHOAL_EFORKED;
-  int err = shoal__check_kv(c, key, klen, val, vlen);
-  if (err) return err;
-  Shoal__Cas m = SHOAL__CAS__INIT;
-  m.has_key = m.has_value = m.has_expect = 1;
-  m.key = bin(key, klen);
-  m.value = bin(val, vlen);
-  m.expect = expect;
-  Shoal__Request rq = SHOAL__REQUEST__INIT;
-  rq.body_case = SHOAL__REQUEST__BODY_CAS;
-  rq.cas = &m;
-  return pipe_append(c, &rq);
+  struct wreq w;
+  int err = mk_cas(c, &w, key, klen, expect, val, vlen);
+  return err ? err : pipe_append(c, &w.rq);
 }
 
 SHOAL_EXPORT int shoal_pipe_flush(shoal *c) {
