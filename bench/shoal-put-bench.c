@@ -53,6 +53,8 @@ static struct {
   int repeat;
   int json;
   int no_redis;
+  const char *shoald_args[16]; /* --shoald-arg, passed on to shoald */
+  int nshoald_args;
 } opt = {NULL, "redis-server", "redis-benchmark", 100000, 1000000, 64, 64,
          100, 3, 0, 0};
 
@@ -323,6 +325,7 @@ static void usage(FILE *f) {
           "  --redis-server PATH   (default redis-server)\n"
           "  --redis-benchmark PATH (default redis-benchmark)\n"
           "  --no-redis            shoal only\n"
+          "  --shoald-arg ARG      pass ARG to shoald (repeatable), e.g. --shoald-arg=--spin-us=0\n"
           "  --json                one JSON object on stdout\n");
 }
 
@@ -338,6 +341,7 @@ int main(int argc, char **argv) {
       {"redis-server", required_argument, 0, 'R'},
       {"redis-benchmark", required_argument, 0, 'B'},
       {"no-redis", no_argument, 0, 'x'},
+      {"shoald-arg", required_argument, 0, 'A'},
       {"json", no_argument, 0, 'j'},
       {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
@@ -354,6 +358,10 @@ int main(int argc, char **argv) {
     case 'R': opt.redis_server = optarg; break;
     case 'B': opt.redis_benchmark = optarg; break;
     case 'x': opt.no_redis = 1; break;
+    case 'A':
+      if (opt.nshoald_args == 15) die("too many --shoald-arg");
+      opt.shoald_args[opt.nshoald_args++] = optarg;
+      break;
     case 'j': opt.json = 1; break;
     case 'h': usage(stdout); return 0;
     default: usage(stderr); return 2;
@@ -378,8 +386,9 @@ int main(int argc, char **argv) {
   snprintf(sock, sizeof sock, "%s/putbench.sock", dir);
   snprintf(rsock, sizeof rsock, "%s/redis.sock", dir);
 
-  char *bargv[] = {(char *)opt.shoald, "--name", "putbench", "--rundir", dir,
-                   "--shm-dir", dir, "--size", "2G", "--quiet", NULL};
+  char *bargv[32] = {(char *)opt.shoald, "--name", "putbench", "--rundir", dir,
+                     "--shm-dir", dir, "--size", "2G", "--quiet"};
+  for (int i = 0; i < opt.nshoald_args; i++) bargv[10 + i] = (char *)opt.shoald_args[i];
   broker_pid = spawn(bargv, 1);
   wait_socket(sock, broker_pid, "shoald");
   shoal *c = NULL;
