@@ -55,8 +55,14 @@ static struct {
   int no_redis;
   const char *shoald_args[16]; /* --shoald-arg, passed on to shoald */
   int nshoald_args;
-} opt = {NULL, "redis-server", "redis-benchmark", 100000, 1000000, 64, 64,
-         100, 3, 0, 0};
+} opt = {.redis_server = "redis-server",
+         .redis_benchmark = "redis-benchmark",
+         .requests = 100000,
+         .keys = 1000000,
+         .vsize = 64,
+         .depth = 64,
+         .batch = 100,
+         .repeat = 3};
 
 static char dir[PATH_MAX];
 static pid_t broker_pid, redis_pid;
