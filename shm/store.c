@@ -378,6 +378,47 @@ static void maybe_yield(shm_store *s) {
   if (debug_yield && (shm__skip_random_tower(s) > 1)) sched_yield();
 }
 
+/*
+ * Overlap the cache misses of looking up many keys, as shm_get_many does:
+ * hash a group of keys and prefetch their home slots; then prefetch the
+ * entry the first slot with each key's tag names; then that entry's head
+ * record. Hints only, nothing is changed or trusted: a later lookup does the
+ * real work and finds the lines in cache. A batch of 100 overwrites of
+ * random keys among 1M otherwise spends its time in these misses, one after
+ * another.
+ */
+#define PREFETCH_GROUP 32
+void shm_prefetch_ops(shm_store *s, const shm_op *ops, size_t n) {
+  struct shm_index *ix = shm__index(s);
+  uint64_t mask = ix->capacity - 1, hs[PREFETCH_GROUP], es[PREFETCH_GROUP];
+  for (size_t g = 0; g < n; g += PREFETCH_GROUP) {
+    size_t m = n - g < PREFETCH_GROUP ? n - g : PREFETCH_GROUP;
+    for (size_t i = 0; i < m; i++) {
+      const shm_op *op = &ops[g + i];
+      hs[i] = UINT64_MAX;
+      if ((!op->key && op->klen) || op->klen > SHM_KEY_MAX) continue;
+      hs[i] = shm__hash(s->hdr->sipkey, op->key, op->klen);
+      shm_prefetch(&ix->slot[hs[i] & mask]);
+    }
+    for (size_t i = 0; i < m; i++) {
+      es[i] = 0;
+      if (hs[i] == UINT64_MAX) continue;
+      uint64_t j = hs[i] & mask, tag = SHM_HASH_TAG(hs[i]);
+      for (int probe = 0; probe < 4; probe++, j = (j + 1) & mask) {
+        uint64_t sv = ix->slot[j];
+        if (!sv) break;
+        if (sv == SHM_SLOT_DELETED || SHM_SLOT_TAG(sv) != tag) continue;
+        es[i] = SHM_SLOT_OFF(sv);
+        shm_prefetch(s->base + es[i]);
+        shm_prefetch(s->base + es[i] + 64);
+        break;
+      }
+    }
+    for (size_t i = 0; i < m; i++)
+      if (es[i]) shm_prefetch(s->base + shm__E(s, es[i])->head);
+  }
+}
+
 static int batch(shm_store *s, const shm_op *ops, size_t n, uint64_t *seqp,
                  size_t *failed, uint64_t *curver, uint64_t now) {
   struct shm_header *h = s->hdr;
@@ -406,37 +447,8 @@ static int batch(shm_store *s, const shm_op *ops, size_t n, uint64_t *seqp,
     seen_mask--;
   }
 
-  /* phase 0: overlap the lookups' cache misses, as shm_get_many does: hash
-   * every key and prefetch its home slot; then prefetch the entry the first
-   * slot with the key's tag names; then that entry's head record. Hints
-   * only: phase 1 looks every key up for real (P[i].entry is reset there).
-   * A batch of 100 overwrites of random keys among 1M spends its time in
-   * these misses otherwise, one after another. */
-  int hashed = n >= 4;
-  if (hashed) {
-    struct shm_index *ix = shm__index(s);
-    uint64_t mask = ix->capacity - 1;
-    for (i = 0; i < n; i++) {
-      if ((!ops[i].key && ops[i].klen) || ops[i].klen > SHM_KEY_MAX) continue;
-      P[i].h = shm__hash(h->sipkey, ops[i].key, ops[i].klen);
-      shm_prefetch(&ix->slot[P[i].h & mask]);
-    }
-    for (i = 0; i < n; i++) {
-      uint64_t j = P[i].h & mask, tag = SHM_HASH_TAG(P[i].h);
-      P[i].entry = 0;
-      for (int probe = 0; probe < 4; probe++, j = (j + 1) & mask) {
-        uint64_t sv = ix->slot[j];
-        if (!sv) break;
-        if (sv == SHM_SLOT_DELETED || SHM_SLOT_TAG(sv) != tag) continue;
-        P[i].entry = SHM_SLOT_OFF(sv);
-        shm_prefetch(s->base + P[i].entry);
-        shm_prefetch(s->base + P[i].entry + 64);
-        break;
-      }
-    }
-    for (i = 0; i < n; i++)
-      if (P[i].entry) shm_prefetch(s->base + shm__E(s, P[i].entry)->head);
-  }
+  /* phase 0: overlap the lookups' cache misses (shm_prefetch_ops) */
+  if (n >= 4) shm_prefetch_ops(s, ops, n);
 
   /* phase 1: plan, check, allocate */
   for (i = 0; i < n; i++) {
@@ -464,8 +476,7 @@ static int batch(shm_store *s, const shm_op *ops, size_t n, uint64_t *seqp,
                       i, op->vlen, SHM_VALUE_MAX);
       break;
     }
-    if (!hashed) p->h = shm__hash(h->sipkey, op->key, op->klen);
-    p->entry = 0;
+    p->h = shm__hash(h->sipkey, op->key, op->klen);
     p->prior = find_prior(ops, P, i, seen, seen_mask);
     if (p->prior >= 0) {
       struct plan *q = &P[p->prior];

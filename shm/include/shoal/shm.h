@@ -219,6 +219,16 @@ SHM_WUR int shm_batch(shm_store *s, const shm_op *ops, size_t n, uint64_t *seq,
                       size_t *failed);
 
 /*
+ * shm_prefetch_ops - a hint: bring the index slots, entries and current
+ * records of the @n ops' keys into cache, overlapping their misses, so that
+ * writes to them right afterwards do not wait for memory one key at a time.
+ * Only key/klen of each op are used; nothing is changed. The broker calls
+ * it for the pipelined writes it is about to apply; shm_batch does it
+ * itself.
+ */
+void shm_prefetch_ops(shm_store *s, const shm_op *ops, size_t n);
+
+/*
  * shm_expire - delete up to @budget keys whose TTL has passed at @now_ms
  * (0 = now). One commit if anything expired. *n (optional) receives the
  * count. Keys are found through a cursor kept in the writer, so repeated
