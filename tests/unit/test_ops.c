@@ -1366,11 +1366,45 @@ START_TEST(hash_is_libsodium_siphash) {
 }
 END_TEST
 
+/* shm_prefetch_ops is a hint: any mix of present, absent, empty, NULL and
+ * oversized keys, in any number, changes nothing (ASan watches the reads). */
+START_TEST(prefetch_ops_is_only_a_hint) {
+  char keys[300][16];
+  shm_op ops[300];
+  for (int i = 0; i < 300; i++) {
+    int kl = snprintf(keys[i], sizeof keys[i], "pf%d", i);
+    if (i % 2 == 0) CK_OK(shm_put(ut_s, keys[i], (size_t)kl, "v", 1, 0, NULL));
+    ops[i] = (shm_op){SHM_OP_PUT, keys[i], (size_t)kl, NULL, 0, 0, 0};
+  }
+  static char big[SHM_KEY_MAX + 10];
+  ops[7] = (shm_op){SHM_OP_PUT, NULL, 5, NULL, 0, 0, 0};     /* NULL key */
+  ops[8] = (shm_op){SHM_OP_PUT, big, sizeof big, NULL, 0, 0, 0}; /* too long */
+  ops[9] = (shm_op){SHM_OP_PUT, "", 0, NULL, 0, 0, 0};      /* empty key */
+  shm_stats a, b;
+  shm_store_stats(ut_s, &a);
+  shm_prefetch_ops(ut_s, ops, 300);
+  shm_prefetch_ops(ut_s, ops, 1);
+  shm_prefetch_ops(ut_s, ops, 0);
+  shm_store_stats(ut_s, &b);
+  ck_assert_uint_eq(a.commit_seq, b.commit_seq);
+  ck_assert_uint_eq(a.keys, b.keys);
+  ck_assert_uint_eq(a.heap_used, b.heap_used);
+  CK_OK(shm_read_begin(ut_v));
+  for (int i = 0; i < 300; i++) {
+    shm_val v;
+    CK_RC(shm_get(ut_v, keys[i], strlen(keys[i]), &v),
+          i % 2 == 0 ? 0 : SHOAL_ENOTFOUND);
+  }
+  shm_read_end(ut_v);
+}
+END_TEST
+
 Suite *ops_suite(void) {
   Suite *s = suite_create("ops");
   TCase *tc = ut_tcase("basic", 1, 60);
   tcase_add_test(tc, hash_is_libsodium_siphash);
   tcase_add_test(tc, put_get_basic);
+  tcase_add_test(tc, prefetch_ops_is_only_a_hint);
   tcase_add_test(tc, overwrite_versions_increase);
   tcase_add_test(tc, failed_writes_do_not_commit);
   tcase_add_test(tc, del_semantics);
