@@ -10,7 +10,10 @@
 # sanitizer and libFuzzer runtimes) serve the fuzz tier; liblmdb-dev the
 # side-by-side benchmark; libsystemd-dev the broker's sd_notify; python3 the
 # benchmark's smoke test (bench/smoke.sh) and the Python package;
-# redis-server and redis-tools (redis-benchmark) the put benchmark's peer.
+# redis-server and redis-tools (redis-benchmark) the put benchmark's peer;
+# golang-go the Go module; python3-pip/-venv/-setuptools installing the
+# Python package; python3-lmdb and python3-redis the Python benchmark's peers
+# (Debian's /usr/bin/python3 has them; a pyenv python3 on PATH does not).
 SHOAL_DEPS=(
   build-essential
   cmake
@@ -27,6 +30,12 @@ SHOAL_DEPS=(
   python3
   redis-server
   redis-tools
+  golang-go
+  python3-pip
+  python3-venv
+  python3-setuptools
+  python3-lmdb
+  python3-redis
 )
 
 # deps_missing PKG...: print the packages among PKG that are not installed,
