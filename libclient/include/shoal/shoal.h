@@ -365,6 +365,122 @@ SHOAL_EXPORT size_t shoal_value_max(const shoal *c);
 /* "0.1.0" */
 SHOAL_EXPORT const char *shoal_version(void);
 
+/* ============================================================ FFI helpers
+ *
+ * For callers through a foreign-function interface (Python's ctypes, in
+ * libclient/python), where each call costs far more than the work of a get:
+ * these fold what would be several calls (or a callback per key) into one,
+ * with few arguments. C callers have no reason to use them. Defined in
+ * libclient/ffi.c, on top of the functions above only.
+ *
+ * Every helper takes a shoal_ffi_buf, a parameter block the caller owns:
+ * the handle, an output buffer for values, out-fields, and optionally the
+ * caller's object constructors. Its @c may be NULL (the caller closed the
+ * handle): the helpers then return SHOAL_ECLOSED instead of touching
+ * anything, so a binding can invalidate the handle in one store.
+ * Threads: one shoal_ffi_buf and its handle are used by one thread at a
+ * time (the handle's rule).
+ */
+typedef struct shoal_ffi_buf {
+  shoal *c;         /* the handle; NULL: every helper returns SHOAL_ECLOSED */
+  void *buf;        /* output buffer: values (and scanned keys), packed */
+  size_t cap;       /* bytes at @buf */
+  size_t need;      /* SHOAL_ETOOBIG because @buf is short: bytes needed */
+  uint64_t version; /* the value's, after a get of one key */
+  uint64_t base;    /* subtracted from every address a helper reports */
+  uint64_t at;      /* shoal_ffi_get_view: the value's address - @base */
+  /* The caller's object constructors, for shoal_ffi_get_bytes (CPython:
+   * PyBytes_FromStringAndSize and PyLong_FromLong, called with the GIL
+   * held). Each returns a new object, or NULL (the caller's error). */
+  void *(*bytes)(const char *data, ptrdiff_t len);
+  void *(*code)(long err);
+} shoal_ffi_buf;
+
+/*
+ * Addresses in the mapping are reported minus @base: a binding that wraps
+ * all memory from @base up as one read-only buffer (Python: one memoryview)
+ * then gets indices into it and slices a view with no further call. Key
+ * lengths are ints, not size_t, so that ctypes can pass a Python int
+ * without declared argument types (it passes a C int); keys are at most
+ * shoal_key_max() bytes anyway (a negative @klen is SHOAL_EINVAL).
+ */
+
+/*
+ * shoal_ffi_get - shoal_get_copy into @x->buf, in or outside a section.
+ * Returns the value's length (>= 0; the value is at @x->buf, its version
+ * in @x->version), or a negative code: SHOAL_ENOTFOUND, SHOAL_ETOOBIG (the
+ * key is too long: @x->need is 0; or @x->buf is short: @x->need is the
+ * value's length, nothing was copied: grow and call again), SHOAL_ECLOSED,
+ * and the other codes of shoal_get_copy. Values are at most
+ * shoal_value_max() (< 2^31), so the length fits the return value.
+ */
+SHOAL_EXPORT int shoal_ffi_get(shoal_ffi_buf *x, const void *key,
+                               int klen) SHOAL_WUR SHOAL_NONNULL(1);
+
+/*
+ * shoal_ffi_get_view - shoal_get inside a section (zero-copy): returns the
+ * value's length, its address (minus @x->base) in @x->at and its version
+ * in @x->version; or the negative codes of shoal_get, or SHOAL_ECLOSED.
+ * @x->buf is not used. The address is valid until the section ends.
+ */
+SHOAL_EXPORT int shoal_ffi_get_view(shoal_ffi_buf *x, const void *key,
+                                    int klen) SHOAL_WUR SHOAL_NONNULL(1);
+
+/*
+ * shoal_ffi_get_bytes - a get that returns the caller's object: the value
+ * copied straight into a new object by @x->bytes (in a section of its own,
+ * or in the open one), or @x->code(err) for a negative code (those of
+ * shoal_ffi_get; a value never is too big for it). NULL only when a
+ * constructor returned NULL. With ctypes (restype py_object) a get is then
+ * one call and no slicing, and needs no buffer. @x->version is set.
+ */
+SHOAL_EXPORT void *shoal_ffi_get_bytes(shoal_ffi_buf *x, const void *key,
+                                       int klen) SHOAL_NONNULL(1);
+
+/*
+ * shoal_ffi_get_many - look @n keys up in one snapshot (the open section,
+ * else one taken for the call) with shoal_get_many's prefetching.
+ * @keys:   the keys, packed back to back; @klens[i] is the length of key i.
+ * @start, @end: per key, where its value is: [start[i], end[i]).
+ * @status: per key, what shoal_get returned (0, SHOAL_ENOTFOUND,
+ *          SHOAL_ETOOBIG for a too-long key, ...); start = end = 0 unless 0.
+ * @views:  0: values are copied into @x->buf, packed, and start/end are
+ *          offsets into it; if they do not fit, nothing is valid, the
+ *          return is SHOAL_ETOOBIG and @x->need the bytes all of them take.
+ *          1: nothing is copied and start/end are addresses in the mapping
+ *          minus @x->base (only inside a section: valid until it ends).
+ * Returns the number of keys found (>= 0), or SHOAL_ENOSECTION (@views
+ * outside a section), SHOAL_ETOOBIG (@x->buf short, see above),
+ * SHOAL_EINVAL, SHOAL_EFORKED, SHOAL_ENOREADERS, SHOAL_ECLOSED.
+ */
+SHOAL_EXPORT int shoal_ffi_get_many(shoal_ffi_buf *x, size_t n,
+                                    const void *keys, const size_t *klens,
+                                    uint64_t *start, uint64_t *end, int *status,
+                                    int views) SHOAL_WUR SHOAL_NONNULL(1);
+
+/*
+ * shoal_ffi_scan - one page of shoal_scan over [@s, @e) (@slen 0: from the
+ * first key; @elen 0: to the last), in the open section, else in one taken
+ * for the call. At most @max items, and no more than fit in @x->buf.
+ * @meta:  5 entries per item: key start, key end (offsets into @x->buf,
+ *         where the keys are copied), value start, value end (offsets into
+ *         @x->buf when @views is 0; addresses in the mapping minus
+ *         @x->base when @views is 1, valid until the section ends: only
+ *         inside a section), version.
+ * @more:  set to 1 when the page stopped early (@max items, or @x->buf
+ *         full) so more items may follow: the next page starts just after
+ *         the last key returned (that key plus a 0 byte); 0 when the range
+ *         is exhausted.
+ * Returns the number of items written, or a negative code: SHOAL_ETOOBIG
+ * with @x->need the bytes the first item needs when not even it fits
+ * (grow @x->buf and call again), SHOAL_ENOSECTION (@views outside a
+ * section), SHOAL_ECLOSED, and the codes of shoal_scan.
+ */
+SHOAL_EXPORT int shoal_ffi_scan(shoal_ffi_buf *x, const void *s, size_t slen,
+                                const void *e, size_t elen, size_t max,
+                                uint64_t *meta, int views, int *more) SHOAL_WUR
+    SHOAL_NONNULL(1);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,3 @@
+module shoal.dev/shoal
+
+go 1.19
