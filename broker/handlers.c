@@ -609,7 +609,8 @@ static int scan_cb(void *arg, const void *key, size_t klen, const shm_val *v) {
 
 /* memcmp order, a shorter key first on a common prefix (shm_scan's). */
 static int keycmp(const void *a, size_t al, const void *b, size_t bl) {
-  int r = memcmp(a, b, al < bl ? al : bl);
+  size_t m = al < bl ? al : bl;
+  int r = m ? memcmp(a, b, m) : 0; /* an empty key may be NULL */
   if (r) return r;
   return al < bl ? -1 : al > bl;
 }

@@ -58,7 +58,7 @@ uint64_t shm__index_find(shm_store *s, uint64_t h, const void *key,
     if (sv == SHM_SLOT_DELETED || SHM_SLOT_TAG(sv) != tag) continue;
     struct shm_entry *e = shm__E(s, SHM_SLOT_OFF(sv));
     if (e->hash32 == (uint32_t)h && e->klen == klen &&
-        memcmp(shm__entry_key(e), key, klen) == 0) {
+        (klen == 0 || memcmp(shm__entry_key(e), key, klen) == 0)) {
       if (slotp) *slotp = i;
       return SHM_SLOT_OFF(sv);
     }

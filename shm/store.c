@@ -351,7 +351,7 @@ static int find_prior(const shm_op *ops, struct plan *P, size_t i,
   if (!seen) {
     for (size_t j = i; j-- > 0;)
       if (P[j].h == hh && ops[j].klen == op->klen &&
-          memcmp(ops[j].key, op->key, op->klen) == 0)
+          (op->klen == 0 || memcmp(ops[j].key, op->key, op->klen) == 0))
         return (int)j;
     return -1;
   }
@@ -362,7 +362,7 @@ static int find_prior(const shm_op *ops, struct plan *P, size_t i,
       return -1;
     }
     if (P[j].h == hh && ops[j].klen == op->klen &&
-        memcmp(ops[j].key, op->key, op->klen) == 0) {
+        (op->klen == 0 || memcmp(ops[j].key, op->key, op->klen) == 0)) {
       seen[k] = (uint32_t)i; /* later ops chain to the latest */
       return (int)j;
     }
