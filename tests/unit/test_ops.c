@@ -1399,11 +1399,41 @@ START_TEST(prefetch_ops_is_only_a_hint) {
 }
 END_TEST
 
+/* An empty key may come as a NULL pointer (protobuf-c hands the broker
+ * empty bytes that way): every path must take it without touching it. */
+START_TEST(null_empty_key) {
+  uint64_t v1, v2;
+  CK_OK(shm_put(ut_s, NULL, 0, "a", 1, 0, &v1));
+  CK_OK(shm_put(ut_s, "", 0, "b", 1, 0, &v2));
+  ck_assert_uint_gt(v2, v1);
+  shm_op ops[2] = {{SHM_OP_PUT, NULL, 0, "c", 1, 0, 0},
+                   {SHM_OP_CAS, NULL, 0, "d", 1, 0, 0}};
+  size_t failed = 99;
+  CK_RC(shm_batch(ut_s, ops, 2, NULL, &failed), SHOAL_ECONFLICT);
+  ck_assert_uint_eq(failed, 1);
+  ops[1].expect = v2;
+  CK_RC(shm_batch(ut_s, ops, 2, NULL, &failed), SHOAL_ECONFLICT); /* sees op 0 */
+  ops[1].kind = SHM_OP_PUT;
+  CK_OK(shm_batch(ut_s, ops, 2, NULL, NULL));
+  CK_OK(shm_read_begin(ut_v));
+  shm_val v;
+  CK_OK(shm_get(ut_v, NULL, 0, &v));
+  ck_assert_uint_eq(v.len, 1);
+  ck_assert_int_eq(((const char *)v.data)[0], 'd');
+  shm_read_end(ut_v);
+  CK_OK(shm_del(ut_s, NULL, 0, NULL));
+  CK_OK(shm_read_begin(ut_v));
+  CK_RC(shm_get(ut_v, NULL, 0, &v), SHOAL_ENOTFOUND);
+  shm_read_end(ut_v);
+}
+END_TEST
+
 Suite *ops_suite(void) {
   Suite *s = suite_create("ops");
   TCase *tc = ut_tcase("basic", 1, 60);
   tcase_add_test(tc, hash_is_libsodium_siphash);
   tcase_add_test(tc, put_get_basic);
+  tcase_add_test(tc, null_empty_key);
   tcase_add_test(tc, prefetch_ops_is_only_a_hint);
   tcase_add_test(tc, overwrite_versions_increase);
   tcase_add_test(tc, failed_writes_do_not_commit);
