@@ -5,8 +5,8 @@
  * supervision
  *   - sd_notify: with NOTIFY_SOCKET set (a datagram socket of the test's
  *     own), the broker sends READY=1 once its socket accepts, and on
- *     SIGTERM STOPPING=1, then exits 0 (the harness unsets NOTIFY_SOCKET,
- *     so this test spawns shoald itself with the harness's arguments);
+ *     SIGTERM STOPPING=1, then exits 0 (the harness passes the socket
+ *     through it_notify_socket; other tests' brokers get none);
  *   - SIGHUP logs one stats line ("stats keys=... requests=put:N") to
  *     stderr and the broker keeps serving.
  * output limits
@@ -37,7 +37,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -109,62 +108,6 @@ static uint64_t rss_bytes(pid_t pid) {
   return kb * 1024;
 }
 
-/* ------------------------------------------------ a broker of our own --- */
-
-/* Brokers spawned here (not through the harness, which unsets
- * NOTIFY_SOCKET): killed by an exit hook that runs before the harness's
- * (atexit order), and by PR_SET_PDEATHSIG. */
-static pid_t own_broker;
-
-static void kill_own_broker(void) {
-  if (own_broker > 0) {
-    kill(own_broker, SIGKILL);
-    waitpid(own_broker, NULL, 0);
-    own_broker = 0;
-  }
-}
-
-/* shoald with the harness's arguments (--name, --shm-dir, plus --rundir),
- * NOTIFY_SOCKET=@notify, stderr appended to it_dir/broker.log. */
-static pid_t spawn_notify_broker(const char *notify) {
-  static int hooked;
-  if (!hooked) {
-    atexit(kill_own_broker);
-    hooked = 1;
-  }
-  char log[IT_PATH + 16];
-  snprintf(log, sizeof log, "%s/broker.log", it_dir);
-  int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  ck_assert_msg(fd >= 0, "open %s: %s", log, strerror(errno));
-  const char *argv[] = {it_shoald, "--name",  IT_NAME,  "--shm-dir",
-                        it_shmdir, "--rundir", it_rundir, NULL};
-  pid_t parent = getpid();
-  fflush(NULL);
-  pid_t pid = fork();
-  ck_assert_int_ge(pid, 0);
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);
-    int nul = open("/dev/null", O_RDONLY);
-    if (nul >= 0) dup2(nul, STDIN_FILENO);
-    dup2(fd, STDOUT_FILENO);
-    dup2(fd, STDERR_FILENO);
-    signal(SIGPIPE, SIG_DFL);
-    signal(SIGALRM, SIG_DFL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    setenv("SHOAL_RUNDIR", it_rundir, 1);
-    setenv("SHOAL_SHM_DIR", it_shmdir, 1);
-    setenv("NOTIFY_SOCKET", notify, 1);
-    execv(it_shoald, (char *const *)argv);
-    fprintf(stderr, "exec %s: %s\n", it_shoald, strerror(errno));
-    _exit(127);
-  }
-  close(fd);
-  own_broker = pid;
-  return pid;
-}
 
 /* Receive datagrams on @fd until one contains @want (at the start of a
  * line) or @timeout_ms passes; the datagram goes to @buf. 1 found, 0 not. */
@@ -200,7 +143,9 @@ START_TEST(sd_notify_ready_stopping) {
   ck_assert_msg(bind(nfd, (struct sockaddr *)&sa, sizeof sa) == 0,
                 "bind %s: %s", npath, strerror(errno));
 
-  pid_t pid = spawn_notify_broker(npath);
+  it_notify_socket = npath;
+  pid_t pid = it_spawn_broker(NULL, NULL);
+  it_notify_socket = NULL;
   char msg[4096];
   int ready = recv_notify(nfd, "READY=1", msg, sizeof msg, 10000);
   if (!ready) it_dump_log(NULL);
@@ -224,7 +169,6 @@ START_TEST(sd_notify_ready_stopping) {
   int wst = it_wait_exit(pid, 10000);
   if (wst == -1) it_dump_log(NULL);
   ck_assert_msg(wst != -1, "shoald did not exit within 10 s of SIGTERM");
-  own_broker = 0;
   ck_assert_msg(WIFEXITED(wst) && WEXITSTATUS(wst) == 0,
                 "shoald after SIGTERM: status 0x%x, expected exit 0", wst);
   ck_assert_msg(stat(it_sock, &sb) != 0, "the socket is left behind");

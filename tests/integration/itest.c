@@ -35,6 +35,7 @@ pid_t it_broker;
 
 /* Every broker started by this test process, for the exit hook. */
 #define MAX_BROKERS 32
+const char *it_notify_socket;
 static pid_t brokers[MAX_BROKERS];
 static pid_t owner; /* the test process: children never clean up */
 static char broker_log[IT_PATH];
@@ -217,7 +218,11 @@ static pid_t spawn(const char *log, const char *first, va_list ap) {
     sigprocmask(SIG_SETMASK, &none, NULL);
     setenv("SHOAL_RUNDIR", it_rundir, 1);
     setenv("SHOAL_SHM_DIR", it_shmdir, 1);
-    unsetenv("NOTIFY_SOCKET");
+    /* only a test of sd_notify gives the broker a NOTIFY_SOCKET */
+    if (it_notify_socket)
+      setenv("NOTIFY_SOCKET", it_notify_socket, 1);
+    else
+      unsetenv("NOTIFY_SOCKET");
     execv(it_shoald, (char *const *)argv);
     fprintf(stderr, "exec %s: %s\n", it_shoald, strerror(errno));
     _exit(127);

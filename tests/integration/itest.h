@@ -115,6 +115,9 @@ pid_t it_start_broker(const char *arg, ...);
 /* Start shoald without waiting for its socket; its stderr goes to @log
  * (NULL: the shared broker.log). For brokers expected to fail. */
 pid_t it_spawn_broker(const char *log, const char *arg, ...);
+/* NOTIFY_SOCKET for the brokers started from now on (NULL, the default:
+ * none, so a test run under systemd does not leak its socket to them). */
+extern const char *it_notify_socket;
 /* Send @sig to it_broker and reap it (SIGKILL after 10 s): returns the wait
  * status. it_broker becomes 0. */
 int it_stop_broker(int sig);
