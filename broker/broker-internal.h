@@ -100,7 +100,9 @@ struct broker_opts {
   size_t n_allow_gid;
   uint64_t max_frame;
   uint64_t max_output;
-  unsigned workers;        /* accepted; the utilities issue uses it */
+  unsigned workers;        /* worker threads for HashFile/TailLog (files.c) */
+  uint64_t hash_cache_entries; /* hash cache bounds (files.c) */
+  uint64_t hash_cache_bytes;
   unsigned sweep_ms;
   int quiet;               /* no per-connection log lines */
   unsigned spin_us;        /* busy-poll this long after work before sleeping */
@@ -135,6 +137,16 @@ void broker_arena_free(struct broker_arena *a);
 
 /* ------------------------------------------------------------ connection -- */
 
+/* Descriptors a peer passed (SCM_RIGHTS), waiting for the frame they came
+ * with: @at is the stream offset of the byte they arrived with, which is
+ * the first byte of that frame's length prefix (files.c). */
+#define BROKER_CONN_FDS 8
+struct broker_fd_in {
+  int fd;
+  uint64_t at;
+};
+struct broker_follower;
+
 struct broker_conn {
   int kind;                /* BROKER_EV_CONN: first, as in every epoll item */
   int fd;
@@ -160,6 +172,15 @@ struct broker_conn {
   unsigned in_pending : 1;
   uint64_t close_by_ms;    /* closing: forced close after this (monotonic) */
 
+  /* files.c: descriptor passing, jobs, follows */
+  uint64_t in_base;        /* stream offset of in[0] */
+  uint64_t frame_at;       /* stream offset of the frame being handled */
+  struct broker_fd_in fds[BROKER_CONN_FDS];
+  unsigned nfds;
+  unsigned blocked : 1;    /* a job answers the next reply: decode nothing */
+  unsigned jobs;           /* jobs in flight that point here (kept alive) */
+  struct broker_follower *followers;
+
   struct broker_conn *prev, *next; /* all open connections */
   struct broker_conn *dirty_next;  /* has output to write this turn */
   struct broker_conn *pending_next;/* has complete frames left undecoded */
@@ -182,6 +203,7 @@ enum broker_req_type {
   BROKER_REQ_PING,
   BROKER_REQ_HASH_FILE,
   BROKER_REQ_TAIL_LOG,
+  BROKER_REQ_CANCEL,
   BROKER_REQ__COUNT
 };
 
@@ -199,7 +221,10 @@ struct broker_stats {
   uint64_t denied;
   uint64_t protocol_errors;
   uint64_t bytes_in, bytes_out;
+  uint64_t hash_hits, hash_misses, hash_bytes_read;
 };
+
+struct broker_files; /* files.c: worker pool, hash cache, follows */
 
 /* ---------------------------------------------------------------- broker -- */
 
@@ -229,6 +254,7 @@ struct broker {
 
   struct broker_arena arena;
   struct broker_stats stats;
+  struct broker_files *files;
 
   /* Leases of closed connections whose peer still looked alive: looked at
    * again on the 1 s tick for a while, because a process that is exiting
@@ -250,7 +276,14 @@ struct broker {
 };
 
 /* Item kinds registered with epoll: data.ptr points at an int holding one. */
-enum { BROKER_EV_LISTEN = 1, BROKER_EV_SIGNAL, BROKER_EV_TIMER, BROKER_EV_CONN };
+enum {
+  BROKER_EV_LISTEN = 1,
+  BROKER_EV_SIGNAL,
+  BROKER_EV_TIMER,
+  BROKER_EV_CONN,
+  BROKER_EV_JOBS,   /* files.c: the workers' completion eventfd */
+  BROKER_EV_NOTIFY, /* files.c: the inotify descriptor of follows */
+};
 
 /* loop.c */
 int broker_loop_init(struct broker *b);
@@ -280,6 +313,37 @@ void broker_reply_error(struct broker *b, struct broker_conn *c, uint64_t id,
 void broker_lease_on_close(struct broker *b, struct broker_conn *c);
 /* The 1 s tick: release recorded leases whose process has gone since. */
 void broker_lease_recheck(struct broker *b);
+
+/* Resume decoding a connection's frames (after a job unblocked it). */
+void broker_conn_resume(struct broker *b, struct broker_conn *c);
+/* Close a connection now (with a reason for the log). */
+void broker_conn_close(struct broker *b, struct broker_conn *c,
+                       const char *reason);
+
+/* files.c: HashFile, TailLog, Cancel on a worker pool (see its top). */
+#define BROKER_DEFAULT_WORKERS 2u
+#define BROKER_DEFAULT_HASH_ENTRIES 65536u
+#define BROKER_DEFAULT_HASH_BYTES (16u << 20)
+int broker_files_init(struct broker *b);
+void broker_files_shutdown(struct broker *b);
+/* epoll events of BROKER_EV_JOBS / BROKER_EV_NOTIFY */
+void broker_files_on_jobs(struct broker *b);
+void broker_files_on_notify(struct broker *b);
+/* the sweep tick: follows without inotify, stalled follows */
+void broker_files_tick(struct broker *b);
+void broker_on_hash_file(struct broker *b, struct broker_conn *c, uint64_t id,
+                         const Shoal__HashFile *h);
+void broker_on_tail_log(struct broker *b, struct broker_conn *c, uint64_t id,
+                        const Shoal__TailLog *t);
+void broker_on_cancel(struct broker *b, struct broker_conn *c, uint64_t id,
+                      const Shoal__Cancel *x);
+/* A frame was handled: close descriptors that came with it unused. */
+void broker_files_after_frame(struct broker *b, struct broker_conn *c);
+/* The connection is closing: its follows stop, its descriptors close. */
+void broker_files_conn_closed(struct broker *b, struct broker_conn *c);
+/* A connection's output drained: resume follows held back by it. */
+void broker_files_conn_drained(struct broker *b, struct broker_conn *c);
+void broker_files_stats(struct broker *b, Shoal__StatsReply *r);
 
 /* access.c: POSIX ACLs for the allowed uids/gids on the socket, the two
  * shared objects and RUNDIR (removed when no --allow-* is given). */

@@ -20,9 +20,10 @@
  * Connection policy for bad input (DESIGN section 6, shoal.proto):
  *   - undecodable frame, first request not Hello, a failed Hello: error
  *     reply, then close (the stream or the peer can not be trusted);
- *   - unknown request type, second Hello, HashFile/TailLog (not served
- *     yet), over-limit key or value, missing fields: error reply, the
- *     connection stays.
+ *   - unknown request type, second Hello, over-limit key or value,
+ *     missing fields, a HashFile/TailLog without its descriptor: error
+ *     reply, the connection stays.
+ * HashFile, TailLog and Cancel are served by files.c (worker pool).
  *
  * Lease policy (DESIGN section 4). A Hello with want_slot leases a reader
  * slot to the peer's pid (SO_PEERCRED, which Hello.pid must match): the
@@ -745,6 +746,7 @@ static int req_type(Shoal__Request__BodyCase bc) {
   case SHOAL__REQUEST__BODY_PING: return BROKER_REQ_PING;
   case SHOAL__REQUEST__BODY_HASH_FILE: return BROKER_REQ_HASH_FILE;
   case SHOAL__REQUEST__BODY_TAIL_LOG: return BROKER_REQ_TAIL_LOG;
+  case SHOAL__REQUEST__BODY_CANCEL: return BROKER_REQ_CANCEL;
   default: return BROKER_REQ_UNKNOWN;
   }
 }
@@ -803,14 +805,9 @@ void broker_handle_frame(struct broker *b, struct broker_conn *c,
   case BROKER_REQ_SCAN: on_scan(b, c, id, req->scan); break;
   case BROKER_REQ_STATS: on_stats(b, c, id); break;
   case BROKER_REQ_PING: on_ping(b, c, id, req->ping); break;
-  case BROKER_REQ_HASH_FILE:
-    protocol_error(b, c, id, SHOAL_EPROTOCOL, 0,
-                   "HashFile is not served by this broker yet");
-    break;
-  case BROKER_REQ_TAIL_LOG:
-    protocol_error(b, c, id, SHOAL_EPROTOCOL, 0,
-                   "TailLog is not served by this broker yet");
-    break;
+  case BROKER_REQ_HASH_FILE: broker_on_hash_file(b, c, id, req->hash_file); break;
+  case BROKER_REQ_TAIL_LOG: broker_on_tail_log(b, c, id, req->tail_log); break;
+  case BROKER_REQ_CANCEL: broker_on_cancel(b, c, id, req->cancel); break;
   default:
     protocol_error(b, c, id, SHOAL_EPROTOCOL, 0,
                    "unknown request type: this shoald does not serve it "

@@ -99,7 +99,7 @@ static size_t out_pending(const struct broker_conn *c) {
 }
 
 static int can_read(const struct broker_conn *c) {
-  return !c->dead && !c->eof && !c->closing && !c->paused;
+  return !c->dead && !c->eof && !c->closing && !c->paused && !c->blocked;
 }
 
 static void update_events(struct broker *b, struct broker_conn *c) {
@@ -133,7 +133,7 @@ static void mark_pending(struct broker *b, struct broker_conn *c) {
   b->pending = c;
 }
 
-static void conn_close(struct broker *b, struct broker_conn *c,
+void broker_conn_close(struct broker *b, struct broker_conn *c,
                        const char *reason) {
   if (c->dead) return;
   if (!b->opt.quiet)
@@ -141,6 +141,7 @@ static void conn_close(struct broker *b, struct broker_conn *c,
                (unsigned long long)c->id, (int)c->pid, (unsigned)c->uid,
                c->slot, reason);
   broker_lease_on_close(b, c);
+  broker_files_conn_closed(b, c);
   epoll_ctl(b->epfd, EPOLL_CTL_DEL, c->fd, NULL);
   close(c->fd);
   c->fd = -1;
@@ -155,13 +156,15 @@ static void conn_close(struct broker *b, struct broker_conn *c,
 
 /* Free what was closed, except connections still threaded on the dirty
  * or pending list (closed after they were queued): those lists skip dead
- * entries and unthread them, and the next turn frees them. */
+ * entries and unthread them, and the next turn frees them; and those a
+ * worker's job still points at (files.c, I3): freed at a later turn, once
+ * the job has come back. */
 static void free_dead(struct broker *b) {
   struct broker_conn *keep = NULL;
   while (b->dead) {
     struct broker_conn *c = b->dead;
     b->dead = c->dead_next;
-    if (c->in_dirty || c->in_pending) {
+    if (c->in_dirty || c->in_pending || c->jobs) {
       c->dead_next = keep;
       keep = c;
       continue;
@@ -342,8 +345,9 @@ static void prefetch_writes(struct broker *b, struct broker_conn *c) {
 /* Decode and serve complete frames, at most BROKER_FRAMES_PER_TURN. */
 static void conn_process(struct broker *b, struct broker_conn *c) {
   unsigned n = 0;
-  if (c->in_len - c->in_off > 8 && !c->closing) prefetch_writes(b, c);
-  while (!c->dead && !c->closing) {
+  if (c->in_len - c->in_off > 8 && !c->closing && !c->blocked)
+    prefetch_writes(b, c);
+  while (!c->dead && !c->closing && !c->blocked) {
     if (out_pending(c) > b->opt.max_output) {
       /* The client is not reading: stop decoding (and reading) until it
        * has taken half of what waits; conn_flush resumes it. */
@@ -375,12 +379,15 @@ static void conn_process(struct broker *b, struct broker_conn *c) {
       break;
     }
     const uint8_t *frame = (const uint8_t *)c->in + c->in_off + 4;
+    c->frame_at = c->in_base + c->in_off;
     c->in_off += 4 + (size_t)len;
     n++;
     broker_handle_frame(b, c, frame, len);
+    if (c->nfds) broker_files_after_frame(b, c);
   }
   if (c->dead) return;
   if (c->in_off == c->in_len) {
+    c->in_base += c->in_len;
     c->in_off = c->in_len = 0;
     if (c->in_cap > SHRINK_ABOVE) {
       free(c->in);
@@ -391,9 +398,52 @@ static void conn_process(struct broker *b, struct broker_conn *c) {
   /* The peer stopped sending: once nothing decodable is left, close after
    * the replies are out. A partial frame is dropped (a client that vanished
    * mid-frame). */
-  if (c->eof && !c->closing && !c->paused && !c->in_pending)
+  if (c->eof && !c->closing && !c->paused && !c->in_pending && !c->blocked)
     broker_conn_close_after_flush(b, c);
   update_events(b, c);
+}
+
+void broker_conn_resume(struct broker *b, struct broker_conn *c) {
+  if (c->dead) return;
+  conn_process(b, c);
+  if (!c->dead) update_events(b, c);
+}
+
+/* Queue the descriptors a recvmsg brought, tagged with the stream offset
+ * of its first byte; too many (a client passing descriptors without
+ * requests to use them) or a truncated list closes the connection. */
+static void conn_take_fds(struct broker *b, struct broker_conn *c,
+                          struct msghdr *mh, uint64_t at) {
+  int over = (mh->msg_flags & MSG_CTRUNC) != 0;
+  for (struct cmsghdr *h = CMSG_FIRSTHDR(mh); h; h = CMSG_NXTHDR(mh, h)) {
+    if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS) continue;
+    size_t n = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < n; i++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof fd);
+      if (c->nfds < BROKER_CONN_FDS) {
+        c->fds[c->nfds].fd = fd;
+        c->fds[c->nfds].at = at;
+        c->nfds++;
+      } else {
+        close(fd);
+        over = 1;
+      }
+    }
+  }
+  if (over) {
+    b->stats.protocol_errors++;
+    broker_log_limited("protocol_error conn=%llu pid=%d reason=\"more than %d "
+                       "file descriptors passed ahead of their requests\"",
+                       (unsigned long long)c->id, (int)c->pid,
+                       BROKER_CONN_FDS);
+    broker_reply_error(b, c, 0, SHOAL_EPROTOCOL,
+                       "more than %d file descriptors were passed ahead of "
+                       "the requests that take them (one per HashFile or "
+                       "TailLog frame); closing",
+                       BROKER_CONN_FDS);
+    broker_conn_close_after_flush(b, c);
+  }
 }
 
 /* One read() into the free space of the input buffer. */
@@ -401,6 +451,7 @@ static void conn_read(struct broker *b, struct broker_conn *c) {
   size_t avail = c->in_len - c->in_off;
   if (c->in_off && c->in_cap - c->in_len < BROKER_READ_CHUNK / 4) {
     memmove(c->in, c->in + c->in_off, avail);
+    c->in_base += c->in_off;
     c->in_off = 0;
     c->in_len = avail;
   }
@@ -423,13 +474,30 @@ static void conn_read(struct broker *b, struct broker_conn *c) {
       broker_log("read_dropped conn=%llu reason=\"out of memory for a %zu-byte "
                  "input buffer\"",
                  (unsigned long long)c->id, cap);
-      conn_close(b, c, "out of memory");
+      broker_conn_close(b, c, "out of memory");
       return;
     }
     c->in = p;
     c->in_cap = cap;
   }
-  ssize_t r = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+  /* recvmsg, for descriptors passed with HashFile/TailLog (files.c). A
+   * unix stream socket never returns data from past a message that
+   * carries descriptors together with data before it, so descriptors
+   * always belong to the first byte this call returns. */
+  struct iovec iov = {.iov_base = c->in + c->in_len,
+                      .iov_len = c->in_cap - c->in_len};
+  union {
+    struct cmsghdr h;
+    char buf[CMSG_SPACE(sizeof(int) * BROKER_CONN_FDS)];
+  } cm;
+  struct msghdr mh = {.msg_iov = &iov,
+                      .msg_iovlen = 1,
+                      .msg_control = cm.buf,
+                      .msg_controllen = sizeof cm.buf};
+  ssize_t r = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+  if (r > 0 && (mh.msg_controllen || (mh.msg_flags & MSG_CTRUNC)))
+    conn_take_fds(b, c, &mh, c->in_base + c->in_len);
+  if (c->dead) return;
   if (r > 0) {
     c->in_len += (size_t)r;
     b->stats.bytes_in += (uint64_t)r;
@@ -439,7 +507,7 @@ static void conn_read(struct broker *b, struct broker_conn *c) {
   if (r < 0 && errno != ECONNRESET) {
     char why[128];
     snprintf(why, sizeof why, "read: %s", strerror(errno));
-    conn_close(b, c, why);
+    broker_conn_close(b, c, why);
     return;
   }
   /* EOF or reset: no more requests; what is buffered is still served */
@@ -450,7 +518,7 @@ static void conn_read(struct broker *b, struct broker_conn *c) {
 
 static void conn_flush(struct broker *b, struct broker_conn *c) {
   if (c->closing && c->close_by_ms == 0) {
-    conn_close(b, c, "out of memory");
+    broker_conn_close(b, c, "out of memory");
     return;
   }
   size_t n = out_pending(c);
@@ -458,7 +526,7 @@ static void conn_flush(struct broker *b, struct broker_conn *c) {
     ssize_t w = send(c->fd, c->out + c->out_off, n, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w < 0) {
       if (errno != EAGAIN && errno != EINTR) {
-        conn_close(b, c, errno == EPIPE || errno == ECONNRESET
+        broker_conn_close(b, c, errno == EPIPE || errno == ECONNRESET
                              ? "peer closed before reading its replies"
                              : "write error");
         return;
@@ -477,7 +545,7 @@ static void conn_flush(struct broker *b, struct broker_conn *c) {
     }
     set_epollout(b, c, 0);
     if (c->closing) {
-      conn_close(b, c, c->eof ? "peer closed" : "closed after error reply");
+      broker_conn_close(b, c, c->eof ? "peer closed" : "closed after error reply");
       return;
     }
   } else {
@@ -487,6 +555,8 @@ static void conn_flush(struct broker *b, struct broker_conn *c) {
     c->paused = 0;
     conn_process(b, c); /* its new replies are flushed next turn */
   }
+  if (c->dead) return;
+  if (c->followers) broker_files_conn_drained(b, c);
   update_events(b, c);
 }
 
@@ -617,6 +687,7 @@ static void on_tick(struct broker *b) {
      * reclaim scans the reader table, which is far more than a put costs. */
     shm_reclaim(b->store);
   }
+  broker_files_tick(b);
   if (now - b->last_slow_sweep_ms >= 1000) {
     b->last_slow_sweep_ms = now;
     broker_lease_recheck(b);
@@ -642,7 +713,7 @@ static void on_tick(struct broker *b) {
     for (struct broker_conn *c = b->conns, *nx; c; c = nx) {
       nx = c->next;
       if (c->closing && c->close_by_ms && now >= c->close_by_ms)
-        conn_close(b, c, "peer did not read its last reply in time");
+        broker_conn_close(b, c, "peer did not read its last reply in time");
     }
   }
 }
@@ -732,6 +803,12 @@ int broker_loop_init(struct broker *b) {
 static void on_conn_event(struct broker *b, struct broker_conn *c,
                           uint32_t events) {
   if (c->dead) return;
+  if (c->blocked && (events & (EPOLLHUP | EPOLLERR))) {
+    /* gone while a worker serves its request: nobody to answer (the job
+     * finds the connection dead, files.c I3) */
+    broker_conn_close(b, c, "peer closed during a file request");
+    return;
+  }
   if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
     if (can_read(c)) {
       conn_read(b, c);
@@ -797,6 +874,12 @@ int broker_loop_run(struct broker *b) {
       case BROKER_EV_CONN:
         on_conn_event(b, evs[i].data.ptr, evs[i].events);
         break;
+      case BROKER_EV_JOBS:
+        broker_files_on_jobs(b);
+        break;
+      case BROKER_EV_NOTIFY:
+        broker_files_on_notify(b);
+        break;
       default:
         break;
       }
@@ -829,7 +912,8 @@ int broker_loop_run(struct broker *b) {
 }
 
 void broker_loop_shutdown(struct broker *b) {
-  while (b->conns) conn_close(b, b->conns, "broker stopping");
+  while (b->conns) broker_conn_close(b, b->conns, "broker stopping");
+  broker_files_shutdown(b); /* jobs come back: their connections can go */
   for (struct broker_conn *c = b->dirty; c; c = c->dirty_next) c->in_dirty = 0;
   for (struct broker_conn *c = b->pending; c; c = c->pending_next)
     c->in_pending = 0;

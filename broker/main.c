@@ -101,7 +101,14 @@ static const char usage_text[] =
     "                         and the connection closed.\n"
     "        --max-output B   unsent replies a connection may hold before the\n"
     "                         broker stops reading from it (default 4M)\n"
-    "        --workers N      utility worker threads (reserved; accepted)\n"
+    "        --workers N      threads that hash and tail files for HashFile and\n"
+    "                         TailLog (default 2), so a slow disk or a huge file\n"
+    "                         never delays the event loop\n"
+    "        --hash-cache-entries N\n"
+    "                         digests the hash cache keeps (default 65536; 0: no\n"
+    "                         cache); least recently used go first\n"
+    "        --hash-cache-bytes B\n"
+    "                         memory the hash cache may use (default 16M)\n"
     "        --sweep-ms MS    TTL sweep and reclamation period (default 200)\n"
     "        --spin-us US     while clients send back-to-back, poll this long\n"
     "                         before sleeping (default 50; 0: never): lower round\n"
@@ -220,7 +227,7 @@ static void parse_options(int argc, char **argv, struct broker_opts *o,
                           int *tmp_rundir) {
   enum {
     O_RUNDIR = 256, O_SHMDIR, O_SIZE, O_SLOTS, O_UID, O_GID, O_FRAME,
-    O_OUTPUT, O_WORKERS, O_SWEEP, O_SPIN
+    O_OUTPUT, O_WORKERS, O_SWEEP, O_SPIN, O_HASH_N, O_HASH_B
   };
   static const struct option longopts[] = {
       {"name", required_argument, NULL, 'n'},
@@ -234,6 +241,8 @@ static void parse_options(int argc, char **argv, struct broker_opts *o,
       {"max-frame", required_argument, NULL, O_FRAME},
       {"max-output", required_argument, NULL, O_OUTPUT},
       {"workers", required_argument, NULL, O_WORKERS},
+      {"hash-cache-entries", required_argument, NULL, O_HASH_N},
+      {"hash-cache-bytes", required_argument, NULL, O_HASH_B},
       {"sweep-ms", required_argument, NULL, O_SWEEP},
       {"spin-us", required_argument, NULL, O_SPIN},
       {"quiet", no_argument, NULL, 'q'},
@@ -245,7 +254,10 @@ static void parse_options(int argc, char **argv, struct broker_opts *o,
                             .max_frame = BROKER_DEFAULT_MAX_FRAME,
                             .max_output = BROKER_DEFAULT_MAX_OUTPUT,
                             .sweep_ms = BROKER_DEFAULT_SWEEP_MS,
-                            .spin_us = BROKER_DEFAULT_SPIN_US};
+                            .spin_us = BROKER_DEFAULT_SPIN_US,
+                            .workers = BROKER_DEFAULT_WORKERS,
+                            .hash_cache_entries = BROKER_DEFAULT_HASH_ENTRIES,
+                            .hash_cache_bytes = BROKER_DEFAULT_HASH_BYTES};
   const char *socket_opt = NULL, *rundir_opt = NULL, *shm_opt = NULL;
   int ch;
   unsigned long long v;
@@ -282,9 +294,20 @@ static void parse_options(int argc, char **argv, struct broker_opts *o,
         die_usage("--max-output %s: expected at least 64k", optarg);
       break;
     case O_WORKERS:
-      if (parse_uint(optarg, 1024, &v))
-        die_usage("--workers %s: expected 0..1024", optarg);
+      if (parse_uint(optarg, 1024, &v) || v == 0)
+        die_usage("--workers %s: expected 1..1024", optarg);
       o->workers = (unsigned)v;
+      break;
+    case O_HASH_N:
+      if (parse_uint(optarg, 1u << 26, &v))
+        die_usage("--hash-cache-entries %s: expected 0..67108864", optarg);
+      o->hash_cache_entries = v;
+      break;
+    case O_HASH_B:
+      if (parse_size(optarg, &o->hash_cache_bytes) ||
+          o->hash_cache_bytes > (1ull << 34))
+        die_usage("--hash-cache-bytes %s: expected at most 16G (suffixes k, "
+                  "M, G)", optarg);
       break;
     case O_SWEEP:
       if (parse_uint(optarg, 60000, &v) || v < 10)
@@ -534,7 +557,7 @@ int main(int argc, char **argv) {
   /* 256 KiB covers every small request, and a depth-64 pipeline's
    * frames decode one after another in it without a malloc. */
   if (broker_arena_init(&b->arena, 256u << 10) != 0 ||
-      (err = broker_loop_init(b)) != 0) {
+      (err = broker_loop_init(b)) != 0 || (err = broker_files_init(b)) != 0) {
     broker_log("fatal event=loop_init reason=\"%s\"",
                strerror(err ? -err : ENOMEM));
     unlink(b->opt.socket_path);

@@ -91,6 +91,7 @@ static const char *const req_names[BROKER_REQ__COUNT] = {
     [BROKER_REQ_GET] = "get",             [BROKER_REQ_SCAN] = "scan",
     [BROKER_REQ_STATS] = "stats",         [BROKER_REQ_PING] = "ping",
     [BROKER_REQ_HASH_FILE] = "hash_file", [BROKER_REQ_TAIL_LOG] = "tail_log",
+    [BROKER_REQ_CANCEL] = "cancel",
 };
 
 const char *broker_req_name(int type) {
@@ -163,6 +164,7 @@ void broker_fill_stats(struct broker *b, Shoal__StatsReply *r,
   SET(bytes_in, b->stats.bytes_in);
   SET(bytes_out, b->stats.bytes_out);
 #undef SET
+  broker_files_stats(b, r);
   size_t n = 0;
   for (int t = 0; t < BROKER_REQ__COUNT; t++) {
     if (!b->stats.requests[t]) continue;

@@ -129,6 +129,14 @@ int shoal__connect(shoal *c, int retry);
 int shoal__append(shoal *c, const Shoal__Request *rq);
 int shoal__flush(shoal *c);
 int shoal__call(shoal *c, Shoal__Request *rq, Shoal__Response **rsp);
+/* shoal__call with @fd passed (SCM_RIGHTS) on the request frame's first
+ * byte: HashFile, TailLog. */
+int shoal__call_fd(shoal *c, Shoal__Request *rq, int fd,
+                   Shoal__Response **rsp);
+/* The next frame on the connection within @timeout_ms (-1: forever):
+ * 0 with *rsp (valid until the next reply), SHOAL_ETIMEOUT (nothing came;
+ * the connection stays), -EINTR, or the errors of a reply. */
+int shoal__next_frame(shoal *c, int timeout_ms, Shoal__Response **rsp);
 int shoal__pipe_begin(shoal *c);
 int shoal__pipe_next(shoal *c, Shoal__Response **rsp);
 int shoal__drain(shoal *c);

@@ -586,6 +586,101 @@ int shoal__connect(shoal *c, int retry) {
   }
 }
 
+/* ------------------------------------------------ descriptor passing --- */
+
+/* Send the queued frame (it starts at c->out.head, the buffer holding
+ * nothing before it) with @fd attached to its first byte (SCM_RIGHTS):
+ * the broker ties a descriptor to the frame whose first byte it came
+ * with. What the first sendmsg leaves is sent by flush_out. *sent counts
+ * the bytes the first call wrote. */
+static int send_fd(shoal *c, int fd, size_t *sent) {
+  struct shoal__buf *o = &c->out;
+  union {
+    struct cmsghdr h;
+    char buf[CMSG_SPACE(sizeof(int))];
+  } cm;
+  memset(&cm, 0, sizeof cm);
+  struct iovec iov = {.iov_base = o->p + o->head, .iov_len = o->len - o->head};
+  struct msghdr mh = {.msg_iov = &iov,
+                      .msg_iovlen = 1,
+                      .msg_control = cm.buf,
+                      .msg_controllen = sizeof cm.buf};
+  struct cmsghdr *h = CMSG_FIRSTHDR(&mh);
+  h->cmsg_level = SOL_SOCKET;
+  h->cmsg_type = SCM_RIGHTS;
+  h->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(h), &fd, sizeof fd);
+  *sent = 0;
+  int64_t deadline = -2;
+  for (;;) {
+    ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w > 0) {
+      o->head += (size_t)w;
+      *sent = (size_t)w;
+      return 0;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && errno == EBADF)
+      /* our socket is fine (it was just used): @fd is the bad one */
+      return shoal__errf(c, -EBADF, "the file descriptor %d is not open",
+                         fd);
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+      return lost(c, errno, "sendmsg");
+    if (deadline == -2) deadline = deadline_in(c->io_timeout_ms);
+    struct pollfd pf = {.fd = c->fd, .events = POLLOUT};
+    int ms = left_ms(deadline);
+    if (ms == 0) return timed_out(c, "room to send");
+    int r = poll(&pf, 1, ms);
+    if (r < 0 && errno != EINTR) return lost(c, errno, "poll");
+    if (r == 0) return timed_out(c, "room to send");
+  }
+}
+
+int shoal__call_fd(shoal *c, Shoal__Request *rq, int fd,
+                   Shoal__Response **rsp) {
+  *rsp = NULL;
+  shoal__drain(c);
+  for (int attempt = 0;; attempt++) {
+    int err;
+    if (c->fd < 0 && (err = shoal__connect(c, 1)) != 0) return err;
+    if (c->out.head < c->out.len && (err = flush_out(c, NULL)) != 0)
+      return err;
+    rq->has_id = 1;
+    rq->id = c->next_id + 1;
+    if ((err = shoal__append(c, rq)) != 0) return err;
+    c->next_id++;
+    size_t sent;
+    err = send_fd(c, fd, &sent);
+    /* as shoal__call: nothing reached a broker, so resending is safe */
+    if (err == SHOAL_EUNAVAIL && sent == 0 && attempt == 0) continue;
+    if (!err) err = flush_out(c, NULL);
+    if (err) {
+      if (err == -EBADF) buf_clear(&c->out);
+      return err;
+    }
+    if ((err = reply_for(c, rq->id, rsp)) != 0) return err;
+    return shoal__status(c, *rsp);
+  }
+}
+
+int shoal__next_frame(shoal *c, int timeout_ms, Shoal__Response **rsp) {
+  *rsp = NULL;
+  size_t avail = c->in.len - c->in.head;
+  uint32_t n = avail >= 4 ? get_le32(c->in.p + c->in.head) : 0;
+  if (!(avail >= 4 && avail - 4 >= n)) {
+    if (c->fd < 0)
+      return shoal__errf(c, SHOAL_EUNAVAIL,
+                         "the connection to the broker at %s was lost",
+                         c->sock);
+    struct pollfd pf = {.fd = c->fd, .events = POLLIN};
+    int r = poll(&pf, 1, timeout_ms);
+    if (r < 0 && errno == EINTR) return -EINTR;
+    if (r < 0) return lost(c, errno, "poll");
+    if (r == 0) return SHOAL_ETIMEOUT;
+  }
+  return next_reply(c, rsp);
+}
+
 /* ----------------------------------------------------------- requests --- */
 
 int shoal__call(shoal *c, Shoal__Request *rq, Shoal__Response **rsp) {

@@ -454,6 +454,14 @@ SHOAL_EXPORT int shoal_stats_get(shoal *c, shoal_stats *out) {
   out->bytes_in = s->bytes_in;
   out->bytes_out = s->bytes_out;
   out->broker_pid = s->broker_pid;
+  out->hash_cache_hits = s->hash_cache_hits;
+  out->hash_cache_misses = s->hash_cache_misses;
+  out->hash_cache_entries = s->hash_cache_entries;
+  out->hash_cache_bytes = s->hash_cache_bytes;
+  out->hash_bytes_read = s->hash_bytes_read;
+  out->followers = s->followers;
+  out->jobs_queued = s->jobs_queued;
+  out->workers = s->workers;
   char *rs = join_counters(s->requests, s->n_requests);
   char *es = join_counters(s->errors, s->n_errors);
   if (!rs || !es) {

@@ -348,11 +348,215 @@ typedef struct shoal_stats {
    * by spaces ("put=10 get=2"); owned by the handle until the next call */
   const char *requests;
   const char *errors;
+  /* utilities (HashFile, TailLog); appended last, so the layout above
+   * stays what bindings already mirror */
+  uint64_t hash_cache_hits, hash_cache_misses;
+  uint64_t hash_cache_entries, hash_cache_bytes, hash_bytes_read;
+  uint64_t followers, jobs_queued;
+  unsigned workers;
 } shoal_stats;
 
 /* The broker's Stats. Returns 0 or the codes of a write. */
 SHOAL_EXPORT int shoal_stats_get(shoal *c, shoal_stats *out) SHOAL_WUR
     SHOAL_NONNULL(1, 2);
+
+/* ------------------------------------------------------------ utilities
+ *
+ * File hashing and log tailing through the broker (DESIGN section 6, the
+ * HashFile and TailLog requests): the client opens the file itself and
+ * passes the descriptor (SCM_RIGHTS), so the broker reads only what this
+ * process could read. The broker keeps one hash cache for every client on
+ * the host, keyed by (st_dev, st_ino, size, mtime, ctime, algorithm): a
+ * second request for an unchanged file is answered without reading it.
+ * Both run on the broker's worker pool, never on its event loop.
+ */
+
+/* Longest hex digest plus its NUL (sha512, blake2b-512). */
+#define SHOAL_HASH_HEX_MAX 129
+#define SHOAL_HASH_MAX 64
+
+/*
+ * shoal_hash_fd - the digest of the whole file open at @fd (read from its
+ * start, whatever its offset), through the broker.
+ * @alg:        "blake2b" (also NULL or ""), "sha256" or "sha512".
+ * @digest_len: 0 for the algorithm's default (blake2b 32 bytes, sha256 32,
+ *              sha512 64); blake2b takes 16..64 (hashlib's blake2b() is
+ *              64, b2sum's default is 64); the others only their own.
+ * @digest:     receives the raw digest; @cap bytes there.
+ * Returns the digest's length (> 0), or SHOAL_EINVAL (unknown algorithm or
+ * length: the message lists the valid ones), SHOAL_ENOTREG (a directory,
+ * FIFO, socket or device), SHOAL_ECHANGED (the file kept changing while it
+ * was read), SHOAL_ETOOBIG (@cap short), -errno of a read (-EIO, -EACCES
+ * when @fd was not opened for reading), and the codes of a write
+ * (SHOAL_EUNAVAIL, SHOAL_ETIMEOUT, ...).
+ */
+SHOAL_EXPORT int shoal_hash_fd(shoal *c, int fd, const char *alg,
+                               size_t digest_len, void *digest,
+                               size_t cap) SHOAL_WUR SHOAL_NONNULL(1);
+
+/* shoal_hash_fd of @path (opened O_RDONLY here), digest as lowercase hex
+ * into @hex (SHOAL_HASH_HEX_MAX bytes suffice). @alg's default length.
+ * Returns the hex length, or the codes of shoal_hash_fd and of open(2)
+ * (-ENOENT, -EACCES, ...). */
+SHOAL_EXPORT int shoal_hash_file(shoal *c, const char *path, const char *alg,
+                                 char *hex, size_t cap) SHOAL_WUR
+    SHOAL_NONNULL(1, 2, 4);
+
+/* Lines returned by a tail: line[i] points at len[i] bytes (the line
+ * without its '\n'; a '\r' before it is kept; NUL-terminated as well, but
+ * a line may hold NUL bytes), in file order. As read_last_n_lines
+ * (UTILITIES.md) splits: when the data does not end with '\n', the last
+ * line is the unterminated rest. One allocation: free with
+ * shoal_lines_free(). */
+typedef struct shoal_lines {
+  size_t n;
+  const char **line;
+  size_t *len;
+} shoal_lines;
+
+SHOAL_EXPORT void shoal_lines_free(shoal_lines *l);
+
+/*
+ * shoal_tail_fd - the last @n lines of the file open at @fd, read from its
+ * end by the broker (the cost does not grow with the file's size).
+ * @n == 0 or an empty file: 0 lines. The reply is bounded by the broker's
+ * --max-frame: lines that would not fit get SHOAL_ETOOBIG (ask for fewer).
+ * Returns 0 with *@out set, or SHOAL_ENOTREG, -errno of a read, the codes
+ * of a write.
+ */
+SHOAL_EXPORT int shoal_tail_fd(shoal *c, int fd, size_t n,
+                               shoal_lines **out) SHOAL_WUR
+    SHOAL_NONNULL(1, 4);
+/* shoal_tail_fd of @path (opened here: also -ENOENT, -EACCES, ...). */
+SHOAL_EXPORT int shoal_tail(shoal *c, const char *path, size_t n,
+                            shoal_lines **out) SHOAL_WUR
+    SHOAL_NONNULL(1, 2, 4);
+
+/*
+ * Following a file (tail -f): the last @n lines, then every line appended
+ * after them, streamed by the broker as they are written (inotify, no
+ * polling). A line is delivered once its '\n' is written. The follower
+ * has its own connection to the broker (the handle it was opened from
+ * stays usable, and may even be closed first).
+ *
+ * Events:
+ *   SHOAL_FOLLOW_LINE       a line (data/len as shoal_lines; offset: where
+ *                           it starts in the file)
+ *   SHOAL_FOLLOW_TRUNCATED  the file shrank below what was read (offset: its
+ *                           new size); following goes on from its start, as
+ *                           a copytruncate rotation needs
+ *   SHOAL_FOLLOW_ROTATED    the file was renamed or unlinked (a rotation).
+ *                           With SHOAL_FOLLOW_REOPEN the follower then opens
+ *                           @path again and follows the new file from its
+ *                           start (tail -F); otherwise it stays on the old
+ *                           file (tail -f). data: the path, when reopened.
+ *   SHOAL_FOLLOW_IDLE       nothing happened for @idle_ms (callback form
+ *                           only: a chance to stop)
+ */
+enum {
+  SHOAL_FOLLOW_LINE = 0,
+  SHOAL_FOLLOW_TRUNCATED = 1,
+  SHOAL_FOLLOW_ROTATED = 2,
+  SHOAL_FOLLOW_IDLE = 3,
+};
+/* shoal_follow_open flags */
+#define SHOAL_FOLLOW_REOPEN 0x1u
+
+typedef struct shoal_follow shoal_follow;
+typedef struct shoal_follow_event {
+  int kind;        /* SHOAL_FOLLOW_* */
+  const char *data; /* valid until the next call on the follower */
+  size_t len;
+  uint64_t offset;
+} shoal_follow_event;
+
+/* Start following @path (opened here). Returns 0 with *@out set, or the
+ * codes of shoal_tail. */
+SHOAL_EXPORT int shoal_follow_open(shoal *c, const char *path, size_t n,
+                                   unsigned flags, shoal_follow **out) SHOAL_WUR
+    SHOAL_NONNULL(1, 2, 5);
+/* The next event, waiting up to @timeout_ms (-1: forever). Returns 0 with
+ * *@ev set, SHOAL_ETIMEOUT when none came, -EINTR, SHOAL_EUNAVAIL (the
+ * broker went away: lines may have been missed; open a new follower), or
+ * an error the broker reported (it ends the follow). */
+SHOAL_EXPORT int shoal_follow_next(shoal_follow *f, int timeout_ms,
+                                   shoal_follow_event *ev) SHOAL_WUR
+    SHOAL_NONNULL(1, 3);
+/* A descriptor that polls readable when shoal_follow_next may have an
+ * event (for event loops). */
+SHOAL_EXPORT int shoal_follow_fd(const shoal_follow *f) SHOAL_NONNULL(1);
+/* Stop following (the broker is told by the connection's close). NULL is a
+ * no-op. */
+SHOAL_EXPORT void shoal_follow_close(shoal_follow *f);
+
+/* The callback form: calls @fn for each event until it returns non-zero
+ * (then returns that value) or an error ends the follow (returns it).
+ * @fn is called with SHOAL_FOLLOW_IDLE after @idle_ms without events
+ * (0: 200 ms), so it can stop. */
+typedef int (*shoal_follow_fn)(void *arg, const shoal_follow_event *ev);
+SHOAL_EXPORT int shoal_tail_follow(shoal *c, const char *path, size_t n,
+                                   unsigned flags, int idle_ms,
+                                   shoal_follow_fn fn, void *arg)
+    SHOAL_NONNULL(1, 2, 6);
+
+/* ------------------------------------------------ local utility functions
+ *
+ * SkyPilot's utility functions (UTILITIES.md) that need no broker: plain
+ * functions of libshoal, no socket, for C and Go callers (Python's
+ * shoal.utils uses them where a ctypes call costs less than the Python it
+ * replaces). Same results as upstream; the string ones write into a
+ * caller's buffer and return the length written (without the NUL, which
+ * is always written when @cap > 0) or SHOAL_ETOOBIG with nothing useful
+ * in @out when @cap is short. Defined in libclient/util.c.
+ */
+
+/* int(hex, 16) in base 36 (0-9a-z); "0" for zero. @hex: any length, an
+ * optional "0x" prefix, '_' between digits and surrounding whitespace as
+ * Python's int() accepts. SHOAL_EINVAL for anything else (or a sign). */
+SHOAL_EXPORT int shoal_util_base36_encode(const char *hex, size_t len,
+                                          char *out, size_t cap);
+/* format_float for a float: whole -> "%.0f", else "%.{precision}f". */
+SHOAL_EXPORT int shoal_util_format_float(double num, int precision, char *out,
+                                         size_t cap);
+/* truncate_long_string on UTF-8 text, counting characters (code points).
+ * SHOAL_EINVAL if @s is not valid UTF-8. */
+SHOAL_EXPORT int shoal_util_truncate_long_string(const char *s, size_t len,
+                                                 size_t max_length,
+                                                 int truncate_middle,
+                                                 char *out, size_t cap);
+/* get_cpu_count: > 0, or SHOAL_EINVAL when SKYPILOT_POD_CPU_CORE_LIMIT is
+ * set but not a number. May be 0 (a fractional cgroup limit below 1, as
+ * upstream). Honours $SHOAL_CGROUP_ROOT (default /sys/fs/cgroup). */
+SHOAL_EXPORT int shoal_util_get_cpu_count(void);
+/* get_mem_size_gb into *@gb: 0, or SHOAL_EINVAL (an unparsable
+ * SKYPILOT_POD_MEMORY_* variable). */
+SHOAL_EXPORT int shoal_util_get_mem_size_gb(double *gb) SHOAL_NONNULL(1);
+/* get_parallel_threads; @cloud may be NULL. */
+SHOAL_EXPORT int shoal_util_get_parallel_threads(const char *cloud);
+/* get_max_workers_for_file_mounts: @sources are the dict's values. */
+SHOAL_EXPORT int shoal_util_get_max_workers_for_file_mounts(
+    const char *const *sources, size_t n, const char *cloud);
+/* 1 alive, 0 not (gone, or a zombie), SHOAL_EINVAL for @pid <= 0. Honours
+ * $SHOAL_PROC_ROOT (default /proc) for the zombie check. */
+SHOAL_EXPORT int shoal_util_is_process_alive(long pid);
+/* 5 x the entries directly in @path; 0 if it is not a readable directory. */
+SHOAL_EXPORT long shoal_util_estimate_fd_for_directory(const char *path);
+/* The first port in [@start_port, 65535) a TCP socket can bind on all
+ * addresses; -EADDRINUSE when none is free, SHOAL_EINVAL out of range. */
+SHOAL_EXPORT int shoal_util_find_free_port(int start_port);
+/* read_last_n_lines, locally (no broker): the raw lines as shoal_tail
+ * gives them; decoding is the caller's. @chunk_size only sets the read
+ * size (the result does not depend on it). Returns 0 with *@out set,
+ * SHOAL_EINVAL (@chunk_size 0), SHOAL_ENOTREG, -errno. */
+SHOAL_EXPORT int shoal_util_read_last_n_lines(const char *path, size_t n,
+                                              size_t chunk_size,
+                                              shoal_lines **out) SHOAL_WUR
+    SHOAL_NONNULL(1, 4);
+/* hash_file, locally (no broker, no cache): as shoal_hash_fd. */
+SHOAL_EXPORT int shoal_util_hash_file(const char *path, const char *alg,
+                                      size_t digest_len, void *digest,
+                                      size_t cap) SHOAL_WUR
+    SHOAL_NONNULL(1, 4);
 
 /* ---------------------------------------------------------------- misc */
 

@@ -65,7 +65,13 @@ extern "C" {
   XX(EBUSY, 16, "the store is busy (a reader still holds a snapshot)")         \
   XX(EUNAVAIL, 17,                                                             \
      "the broker is not running or not reachable; start shoald (reads from "   \
-     "an open handle keep working)")
+     "an open handle keep working)")                                            \
+  XX(ENOTREG, 18,                                                              \
+     "not a regular file: hashing and tailing need a regular file, not a "     \
+     "directory, FIFO, socket or device")                                      \
+  XX(ECHANGED, 19,                                                             \
+     "the file changed while it was being read (truncated or rewritten); "     \
+     "retry once it is quiet")
 
 typedef enum shoal_errno {
   SHOAL_OK = 0,
