@@ -18,7 +18,9 @@
  * file (st_dev/st_ino differ) the follower drops its connection and
  * follows the new file from offset 0 on a fresh one, so lines written to
  * the new file before it was noticed are not missed. Until the path
- * exists again, every call tries once more (at least every 100 ms).
+ * exists again, every call tries once more (at least every 100 ms), and
+ * the old file's stream goes on; the one ROTATED event is handed out when
+ * the new file is followed.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -329,7 +331,11 @@ SHOAL_EXPORT int shoal_follow_next(shoal_follow *f, int timeout_ms,
           ev->len = strlen(f->path);
           return 0;
         }
-        if (f->flags & SHOAL_FOLLOW_REOPEN) f->want_reopen = 1;
+        if (f->flags & SHOAL_FOLLOW_REOPEN) {
+          /* reported once, when the new file is followed */
+          f->want_reopen = 1;
+          continue;
+        }
         ev->kind = SHOAL_FOLLOW_ROTATED;
         ev->offset = t->offset;
         return 0;

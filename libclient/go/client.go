@@ -43,6 +43,11 @@ type Client struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	valueMax  int
+
+	// the Follows in progress (fileops.go), stopped by Close
+	followMu  sync.Mutex
+	followers map[*follower]struct{}
+	followWG  sync.WaitGroup
 }
 
 type options struct {
@@ -146,10 +151,12 @@ func Open(name string, opts ...Option) (*Client, error) {
 }
 
 // Close waits for the calls in progress to finish, then closes every
-// handle. Later calls return ErrClosed. Close is idempotent.
+// handle. Later calls return ErrClosed. The channels of Follow are closed
+// (with no error event). Close is idempotent.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
+		c.stopFollowers()
 		c.readers.drain()
 		c.writers.drain()
 		c.waiters.drain()

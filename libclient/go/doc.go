@@ -38,6 +38,13 @@
 // test them with errors.Is against the sentinels ErrNotFound, ErrConflict,
 // ErrTooBig, ... (one per SHOAL_E* code of shoal/error.h).
 //
+// The broker's file utilities: Client.HashFile (a digest computed and
+// cached by the broker), Client.Tail (read_last_n_lines) and Client.Follow
+// (tail -F as a channel of FollowEvent, closed when its context ends).
+// SkyPilot's local helpers (UTILITIES.md) are package functions that need
+// no broker: CPUCount, MemSizeGB, IsProcessAlive, FindFreePort,
+// Base36Encode, ReadLastNLines, HashFileLocal and the others.
+//
 // Building: the package links -lshoal; see README.md for pointing cgo at
 // an in-tree build (CGO_CFLAGS, CGO_LDFLAGS) or an installed one
 // (pkg-config, -tags shoal_pkgconfig).

@@ -60,7 +60,9 @@ func (e *Error) Is(target error) bool {
 }
 
 // Unwrap returns the error underneath, if any: Wait's timeout wraps the
-// context's error, so errors.Is(err, context.DeadlineExceeded) holds too.
+// context's error, so errors.Is(err, context.DeadlineExceeded) holds too;
+// a system error wraps its syscall.Errno, so errors.Is(err,
+// fs.ErrNotExist) holds for a missing file.
 func (e *Error) Unwrap() error { return e.cause }
 
 // ConflictError is the error of a CAS whose expected version was not the
@@ -162,6 +164,13 @@ var (
 	// with a write's reply outstanding: it may or may not have been
 	// applied (SHOAL_EUNAVAIL).
 	ErrUnavailable = sentinel(C.SHOAL_EUNAVAIL)
+	// ErrNotRegular means HashFile, Tail or Follow was given something
+	// other than a regular file: a directory, FIFO, socket or device
+	// (SHOAL_ENOTREG).
+	ErrNotRegular = sentinel(C.SHOAL_ENOTREG)
+	// ErrChanged means a file changed (was truncated or rewritten) while
+	// it was being hashed; retry once it is quiet (SHOAL_ECHANGED).
+	ErrChanged = sentinel(C.SHOAL_ECHANGED)
 )
 
 // sentinels lists every sentinel, for errorFor and the tests.
@@ -169,9 +178,13 @@ var sentinels = []*Error{
 	ErrNotFound, ErrConflict, ErrNoSpace, ErrTooBig, ErrCorrupt, ErrVersion,
 	ErrClosed, ErrForked, ErrProtocol, ErrDenied, ErrTimeout, ErrInvalid,
 	ErrLocked, ErrNoReaders, ErrNoSection, ErrBusy, ErrUnavailable,
+	ErrNotRegular, ErrChanged,
 }
 
-// newError makes the *Error of code for op.
+// newError makes the *Error of code for op. A system error (-errno)
+// wraps its syscall.Errno, so that errors.Is also matches what the Errno
+// matches: errors.Is(err, fs.ErrNotExist) for -ENOENT, fs.ErrPermission
+// for -EACCES.
 func newError(code int, op, detail string) *Error {
 	for _, s := range sentinels {
 		if s.Code == code {
@@ -181,13 +194,17 @@ func newError(code int, op, detail string) *Error {
 		}
 	}
 	c := C.int(code)
-	return &Error{
+	e := &Error{
 		Code:    code,
 		Name:    C.GoString(C.shoal_errname(c)),
 		Message: C.GoString(C.shoal_strerror(c)),
 		Op:      op,
 		Detail:  detail,
 	}
+	if code < 0 && code > -4096 {
+		e.cause = syscall.Errno(-code)
+	}
+	return e
 }
 
 // errName is shoal_errname(code), for the tests (which can not use cgo).

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log"
+	"strings"
 	"time"
 
 	"shoal.dev/shoal"
@@ -65,4 +67,44 @@ func ExampleClient_Batch() {
 		log.Fatalf("operation %d failed: %v", be.Index, be.Err)
 	}
 	fmt.Println("committed at version", ver)
+}
+
+// Follow a log as tail -F does, and hash and tail files through the
+// broker. (Compiled, not run: it needs a broker.)
+func ExampleClient_Follow() {
+	c, err := shoal.Open("default")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	sum, err := c.HashFile("/var/lib/app/model.bin", "sha256")
+	if errors.Is(err, fs.ErrNotExist) {
+		fmt.Println("no model yet")
+	} else if err == nil {
+		fmt.Println("sha256", sum) // as sha256sum prints it
+	}
+	last, err := c.Tail("/var/log/app.log", 20) // read_last_n_lines
+	if err == nil {
+		fmt.Print(strings.Join(last, ""))
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	events, err := c.Follow(ctx, "/var/log/app.log", 0) // only new lines
+	if err != nil {
+		log.Fatal(err)
+	}
+	for ev := range events { // closed when ctx ends
+		switch ev.Kind {
+		case shoal.FollowLine:
+			fmt.Print(ev.Line) // ends with "\n"
+		case shoal.FollowTruncated:
+			fmt.Println("-- truncated")
+		case shoal.FollowRotated:
+			fmt.Println("-- rotated; now following the new", ev.Path)
+		default:
+			log.Fatal(ev.Err) // the broker went away: follow again
+		}
+	}
 }

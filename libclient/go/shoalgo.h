@@ -6,9 +6,13 @@
 #ifndef SHOALGO_H
 #define SHOALGO_H
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <shoal/shoal.h>
 
 // One libshoal handle and the C memory its calls use. Everything a read
@@ -228,5 +232,94 @@ static inline int gs_cas(gs_handle *h, const void *k, size_t kl, uint64_t expect
 
 static inline int gs_wait(gs_handle *h, size_t klen, uint64_t after, int ms) {
 	return shoal_wait(h->c, h->key, klen, after, ms, &h->ver);
+}
+// ------------------------------------------------------------ file ops
+
+// shoal_hash_fd of @path, opened here. O_NONBLOCK so that a FIFO without a
+// writer does not block the open (the broker then answers SHOAL_ENOTREG);
+// it changes nothing for a regular file. Returns the digest's length or a
+// negative code (-errno of open(2) included).
+static inline int gs_hash_path(gs_handle *h, const char *path, const char *alg,
+                               size_t dlen, void *digest, size_t cap) {
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0) return -errno;
+	int r = shoal_hash_fd(h->c, fd, alg, dlen, digest, cap);
+	close(fd);
+	return r;
+}
+
+// The line @i of @l: its bytes and length (cgo can not index C arrays).
+static inline const char *gs_line(const shoal_lines *l, size_t i, size_t *len) {
+	*len = l->len[i];
+	return l->line[i];
+}
+
+// A follower of the Go side: the libshoal follower, the event it last
+// returned, and an eventfd the Go side writes to stop a wait (ctx
+// cancelled, Client closed).
+typedef struct gs_follow {
+	shoal_follow *f;
+	int stopfd;
+	int reopen;   // SHOAL_FOLLOW_REOPEN was given
+	shoal_follow_event ev;
+} gs_follow;
+
+static inline int gs_follow_open(gs_handle *h, const char *path, size_t n,
+                                 unsigned flags, gs_follow **out) {
+	*out = NULL;
+	gs_follow *g = calloc(1, sizeof *g);
+	if (!g) return -ENOMEM;
+	g->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (g->stopfd < 0) {
+		int e = -errno;
+		free(g);
+		return e;
+	}
+	g->reopen = (flags & SHOAL_FOLLOW_REOPEN) != 0;
+	int r = shoal_follow_open(h->c, path, n, flags, &g->f);
+	if (r) {
+		close(g->stopfd);
+		free(g);
+		return r;
+	}
+	*out = g;
+	return 0;
+}
+
+// Wake gs_follow_next: it returns 1 from now on. Safe from any thread
+// while the follower is open.
+static inline void gs_follow_stop(gs_follow *g) {
+	uint64_t one = 1;
+	ssize_t w = write(g->stopfd, &one, sizeof one);
+	(void)w;
+}
+
+// The next event into g->ev: 0, 1 when stopped by gs_follow_stop, or a
+// negative code that ends the follow. Waits with no timeout of its own:
+// first for what the follower already holds (timeout 0), then in poll(2)
+// on its descriptor and the stop descriptor together.
+//
+// The poll is bounded all the same, at 100 ms (libshoal's own
+// REOPEN_POLL_MS): while a rotated file's successor is awaited nothing
+// arrives on the descriptor, and libshoal looks for the path at each call
+// (it reports the rotation once, when the new file is followed).
+static inline int gs_follow_next(gs_follow *g) {
+	for (;;) {
+		struct pollfd p[2] = {{.fd = g->stopfd, .events = POLLIN},
+		                      {.fd = shoal_follow_fd(g->f), .events = POLLIN}};
+		if (poll(p, 1, 0) > 0) return 1;
+		int r = shoal_follow_next(g->f, 0, &g->ev);
+		if (r != SHOAL_ETIMEOUT && r != -EINTR) return r;
+		r = poll(p, 2, 100);
+		if (r < 0 && errno != EINTR) return -errno;
+		if (r > 0 && (p[0].revents & POLLIN)) return 1;
+	}
+}
+
+static inline void gs_follow_close(gs_follow *g) {
+	if (!g) return;
+	shoal_follow_close(g->f);
+	close(g->stopfd);
+	free(g);
 }
 #endif

@@ -1,7 +1,10 @@
 /*
  * it_cli.c - the `shoal` CLI binary against a real shoald: put/get/del/cas/
  * scan/wait/stats/ping round trips, stdin values, --json output (checked by
- * string matching on the exact text the CLI promises), and the exit codes
+ * string matching on the exact text the CLI promises), hash (byte for byte
+ * against sha256sum, sha512sum and b2sum, and checked by sha256sum -c),
+ * tail (-n edge cases, a big file) and tail -f (a writer appending,
+ * truncating and rotating, the CLI stopped by SIGTERM), and the exit codes
  * that let scripts tell found / not found / error apart:
  *   0 ok, 1 not found, 2 usage, 3 conflict, 4 timeout, 5 broker unavailable,
  *   6 other error.
@@ -87,13 +90,21 @@ START_TEST(cli_usage) {
   EXPECT(run("--help"), 0);
   OUT_HAS("SYNOPSIS");
   OUT_HAS("EXIT STATUS");
-  for (const char *c = "get\0put\0del\0cas\0scan\0wait\0stats\0ping\0"; *c;
+  for (const char *c =
+           "get\0put\0del\0cas\0scan\0wait\0stats\0ping\0hash\0tail\0";
+       *c;
        c += strlen(c) + 1) {
     EXPECT(run(c, "--help"), 0);
     OUT_HAS(c);
   }
   EXPECT(run("help", "scan"), 0);
   OUT_HAS("--prefix");
+  EXPECT(run("help", "tail"), 0);
+  OUT_HAS("-f");
+  OUT_HAS("file rotated; following the new file");
+  EXPECT(run("--help"), 0);
+  OUT_HAS("hash FILE... [--alg ALG]");
+  OUT_HAS("tail FILE [-n N] [-f]");
   EXPECT(run(NULL), 2); /* no command */
   ERR_HAS("usage");
   EXPECT(run("frobnicate"), 2);
@@ -118,6 +129,8 @@ START_TEST(cli_no_broker) {
   EXPECT(run("--socket", "/nonexistent/x.sock", "put", "k", "v"), 5);
   ck_assert_msg(strncmp(P.err, "shoal: put: ", 12) == 0, "stderr: %s", P.err);
   EXPECT(run("ping"), 5);
+  EXPECT(run("hash", "/etc/hostname"), 5);
+  EXPECT(run("tail", "/etc/hostname"), 5);
 }
 END_TEST
 
@@ -356,6 +369,413 @@ START_TEST(cli_store_lookup) {
 }
 END_TEST
 
+/* ------------------------------------------------------- hash and tail -- */
+
+/* Write @len bytes of @data to it_dir/@name; the path into @path. */
+static void make_file(char *path, size_t cap, const char *name,
+                      const void *data, size_t len) {
+  snprintf(path, cap, "%s/%s", it_dir, name);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ck_assert_msg(fd >= 0, "create %s: %s", path, strerror(errno));
+  ck_assert_int_eq(write(fd, data, len), (ssize_t)len);
+  close(fd);
+}
+
+static void append_file(const char *path, const char *text) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
+  size_t n = strlen(text);
+  ck_assert_int_eq(write(fd, text, n), (ssize_t)n);
+  close(fd);
+}
+
+/* Run a coreutils program on the NULL-terminated arguments (stdout into
+ * @out, malloc'd): 0, or -1 if the program is not installed. */
+static int run_tool(char **out, const char *tool, ...) {
+  char prog[64];
+  snprintf(prog, sizeof prog, "/usr/bin/%s", tool);
+  if (access(prog, X_OK) != 0) return -1;
+  char *argv[64];
+  int n = 0;
+  argv[n++] = prog;
+  va_list ap;
+  va_start(ap, tool);
+  for (const char *a = va_arg(ap, const char *); a && n < 63;
+       a = va_arg(ap, const char *))
+    argv[n++] = (char *)a;
+  va_end(ap);
+  argv[n] = NULL;
+  it_proc q;
+  int st = it_run(&q, NULL, 0, 20000, argv);
+  ck_assert_msg(st == 0, "%s exited %d: %s", tool, st, q.err);
+  *out = q.out;
+  q.out = NULL;
+  it_proc_free(&q);
+  return 0;
+}
+
+START_TEST(cli_hash) {
+  setup_checks();
+  it_start_broker(NULL);
+  char f_empty[IT_PATH * 2], f_abc[IT_PATH * 2], f_big[IT_PATH * 2],
+      f_odd[IT_PATH * 2], f_nl[IT_PATH * 2];
+  make_file(f_empty, sizeof f_empty, "empty", "", 0);
+  make_file(f_abc, sizeof f_abc, "abc", "abc", 3);
+  size_t blen = 3 << 20; /* 3 MiB of every byte value: several reads */
+  unsigned char *big = malloc(blen);
+  ck_assert_ptr_nonnull(big);
+  for (size_t i = 0; i < blen; i++) big[i] = (unsigned char)(i * 7 + i / 251);
+  make_file(f_big, sizeof f_big, "big.bin", big, blen);
+  free(big);
+  /* names sha256sum escapes: a backslash, a newline */
+  make_file(f_odd, sizeof f_odd, "back\\slash", "x\n", 2);
+  make_file(f_nl, sizeof f_nl, "new\nline", "y\n", 2);
+
+  /* the output is sha256sum's, sha512sum's, b2sum's, byte for byte */
+  const struct {
+    const char *alg, *tool, *l;
+  } tools[] = {{"sha256", "sha256sum", NULL},
+               {"sha512", "sha512sum", NULL},
+               {"blake2b", "b2sum", "256"},
+               {"blake2b-512", "b2sum", NULL},
+               {"blake2b-128", "b2sum", "128"}};
+  for (size_t t = 0; t < sizeof tools / sizeof tools[0]; t++) {
+    char *want = NULL;
+    int have = tools[t].l
+                   ? run_tool(&want, tools[t].tool, "-l", tools[t].l, f_empty,
+                              f_abc, f_big, f_odd, f_nl, (const char *)NULL)
+                   : run_tool(&want, tools[t].tool, f_empty, f_abc, f_big,
+                              f_odd, f_nl, (const char *)NULL);
+    EXPECT(run("hash", "--alg", tools[t].alg, f_empty, f_abc, f_big, f_odd,
+               f_nl),
+           0);
+    if (have == 0) {
+      ck_assert_msg(strcmp(P.out, want) == 0, "--alg %s:\n%s\n%s says:\n%s",
+                    tools[t].alg, P.out, tools[t].tool, want);
+      free(want);
+    }
+  }
+  /* blake2b-256 is the default (RFC 7693's BLAKE2b-512 of "abc" below);
+   * b2sum -c takes it; -a is --alg */
+  EXPECT(run("hash", "--alg", "blake2b-512", f_abc), 0);
+  ck_assert_msg(strncmp(P.out, "ba80a53f981c4d0d6a2797b69f12f6e94c212f14685ac4b7"
+                               "4b12bb6fdbffa2d17d87c5392aab792dc252d5de4533cc"
+                               "9518d38aa8dbf1925ab92386edd4009923  ",
+                        130) == 0,
+                "blake2b-512(abc): %s", P.out);
+  EXPECT(run("hash", f_abc), 0);
+  ck_assert_msg(strlen(P.out) == 64 + 2 + strlen(f_abc) + 1, "%s", P.out);
+  if (access("/usr/bin/b2sum", X_OK) == 0) {
+    char *sums = strdup(P.out);
+    char *argv[] = {"/usr/bin/b2sum", "-c", "--strict", NULL};
+    it_proc q;
+    int st = it_run(&q, sums, strlen(sums), 20000, argv);
+    ck_assert_msg(st == 0, "b2sum -c: %d\n%s%s", st, q.out, q.err);
+    it_proc_free(&q);
+    free(sums);
+  }
+  EXPECT(run("hash", "-a", "sha256", f_abc), 0);
+  OUT_HAS("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  ");
+  EXPECT(run("hash", f_abc, "-asha256"), 0);
+  OUT_HAS("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  ");
+
+  /* sha256sum -c accepts what hash prints */
+  if (access("/usr/bin/sha256sum", X_OK) == 0) {
+    EXPECT(run("hash", "--alg", "sha256", f_abc, f_odd, f_nl), 0);
+    char *sums = strdup(P.out);
+    char *argv[] = {"/usr/bin/sha256sum", "-c", "--strict", NULL};
+    it_proc q;
+    int st = it_run(&q, sums, strlen(sums), 20000, argv);
+    ck_assert_msg(st == 0, "sha256sum -c: %d\n%s%s", st, q.out, q.err);
+    it_proc_free(&q);
+    free(sums);
+  }
+
+  /* a second run is answered from the broker's cache: same digests */
+  EXPECT(run("hash", "--alg", "sha512", f_big), 0);
+  char *first = strdup(P.out);
+  EXPECT(run("hash", "--alg", "sha512", f_big), 0);
+  ck_assert_str_eq(P.out, first);
+  free(first);
+
+  /* a file that fails: named on stderr, the others still hashed, exit 6 */
+  char missing[IT_PATH * 2];
+  snprintf(missing, sizeof missing, "%s/no-such-file", it_dir);
+  EXPECT(run("hash", "--alg", "sha256", missing, f_abc), 6);
+  ERR_HAS("shoal: hash: ");
+  ERR_HAS(missing);
+  ERR_HAS("No such file or directory");
+  OUT_HAS("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  ");
+  EXPECT(run("hash", it_dir), 6);
+  ERR_HAS(it_dir);
+  ERR_HAS("not a regular file");
+  ck_assert_str_eq(P.out, "");
+  /* stdin: a pipe is no regular file */
+  EXPECT(run_stdin("abc", 3, "hash", "-"), 6);
+  ERR_HAS("not a regular file");
+
+  /* --json: an array, a failure as an element */
+  EXPECT(run("--json", "hash", "--alg", "sha256", f_abc, missing), 6);
+  ck_assert_msg(P.out[0] == '[', "%s", P.out);
+  OUT_HAS("\"algorithm\":\"sha256\"");
+  OUT_HAS("\"digest_bits\":256");
+  OUT_HAS("\"digest\":\"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61"
+          "f20015ad\"");
+  OUT_HAS("\"error\":\"ENOENT\"");
+  ck_assert_msg(strstr(P.out, "]\n") != NULL, "%s", P.out);
+  EXPECT(run("--json", "hash", f_nl), 0);
+  OUT_HAS("\"file\":\"");
+  OUT_HAS("new\\nline\"");
+
+  /* usage */
+  EXPECT(run("hash"), 2);
+  EXPECT(run("hash", "--alg", "md5", f_abc), 2);
+  ERR_HAS("md5");
+  EXPECT(run("hash", "--alg", "blake2b-100", f_abc), 2);
+  EXPECT(run("hash", "--alg"), 2);
+  EXPECT(run("hash", "-x", f_abc), 2);
+  EXPECT(run("hash", "-n", "3", f_abc), 2); /* tail's, not hash's */
+  /* "--" before a name starting with '-' */
+  char dash[IT_PATH * 2];
+  make_file(dash, sizeof dash, "-odd", "abc", 3);
+  ck_assert_int_eq(chdir(it_dir), 0);
+  EXPECT(run("hash", "-a", "sha256", "--", "-odd"), 0);
+  ck_assert_str_eq(P.out, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb4"
+                          "10ff61f20015ad  -odd\n");
+}
+END_TEST
+
+START_TEST(cli_tail) {
+  setup_checks();
+  it_start_broker(NULL);
+  char f[IT_PATH * 2];
+  make_file(f, sizeof f, "three", "one\ntwo\nthree\n", 14);
+  EXPECT(run("tail", f), 0);
+  ck_assert_str_eq(P.out, "one\ntwo\nthree\n");
+  EXPECT(run("tail", f, "-n", "2"), 0);
+  ck_assert_str_eq(P.out, "two\nthree\n");
+  EXPECT(run("tail", "-n2", f), 0);
+  ck_assert_str_eq(P.out, "two\nthree\n");
+  EXPECT(run("tail", "--lines=1", f), 0);
+  ck_assert_str_eq(P.out, "three\n");
+  EXPECT(run("tail", "--lines", "100", f), 0);
+  ck_assert_str_eq(P.out, "one\ntwo\nthree\n");
+  EXPECT(run("tail", "-n", "0", f), 0);
+  ck_assert_str_eq(P.out, "");
+
+  /* edge cases: the bytes come out as they are */
+  const struct {
+    const char *data, *n, *want;
+  } cases[] = {
+      {"", "5", ""},
+      {"\n", "1", "\n"},
+      {"\n\n\n", "2", "\n\n"},
+      {"a", "1", "a"},
+      {"a\nb", "1", "b"},          /* no newline at the end: none added */
+      {"a\nb", "5", "a\nb"},
+      {"a\r\nb\r\n", "1", "b\r\n"}, /* CRs kept, unlike read_last_n_lines */
+      {"x\xff\xfey\n", "1", "x\xff\xfey\n"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    make_file(f, sizeof f, "edge", cases[i].data, strlen(cases[i].data));
+    EXPECT(run("tail", "-n", cases[i].n, f), 0);
+    ck_assert_msg(strcmp(P.out, cases[i].want) == 0,
+                  "tail -n %s of %s: got '%s'", cases[i].n, cases[i].data,
+                  P.out);
+  }
+  /* NUL bytes inside a line */
+  make_file(f, sizeof f, "nul", "a\0b\nc\0\n", 7);
+  EXPECT(run("tail", "-n", "2", f), 0);
+  ck_assert_uint_eq(P.outlen, 7);
+  ck_assert(memcmp(P.out, "a\0b\nc\0\n", 7) == 0);
+
+  /* the default: 10 lines; a big file, read from its end */
+  size_t cap = 100000 * 24, len = 0;
+  char *big = malloc(cap);
+  ck_assert_ptr_nonnull(big);
+  for (int i = 0; i < 100000; i++)
+    len += (size_t)snprintf(big + len, cap - len, "line %d\n", i);
+  make_file(f, sizeof f, "big", big, len);
+  free(big);
+  EXPECT(run("tail", f), 0);
+  ck_assert_msg(strncmp(P.out, "line 99990\n", 11) == 0, "%s", P.out);
+  ck_assert_msg(strstr(P.out, "line 99999\n") != NULL, "%s", P.out);
+  int nl = 0;
+  for (size_t i = 0; i < P.outlen; i++) nl += P.out[i] == '\n';
+  ck_assert_int_eq(nl, 10);
+  EXPECT(run("tail", "-n", "3", f), 0);
+  ck_assert_str_eq(P.out, "line 99997\nline 99998\nline 99999\n");
+
+  /* --json: an array of {"line":..}, base64 for what is not UTF-8 */
+  make_file(f, sizeof f, "json", "a\"b\n\xff\n\xc3\xa9\n", 9);
+  EXPECT(run("--json", "tail", f), 0);
+  ck_assert_str_eq(P.out, "[\n{\"line\":\"a\\\"b\"},\n"
+                          "{\"line\":\"/w==\",\"encoding\":\"base64\"},\n"
+                          "{\"line\":\"\xc3\xa9\"}\n]\n");
+  make_file(f, sizeof f, "json", "", 0);
+  EXPECT(run("--json", "tail", f), 0);
+  ck_assert_str_eq(P.out, "[]\n");
+
+  /* errors: the path is named */
+  char missing[IT_PATH * 2];
+  snprintf(missing, sizeof missing, "%s/no-such-log", it_dir);
+  EXPECT(run("tail", missing), 6);
+  ERR_HAS("shoal: tail: ");
+  ERR_HAS(missing);
+  ERR_HAS("No such file or directory");
+  ck_assert_str_eq(P.out, "");
+  EXPECT(run("tail", "-f", missing), 6);
+  ERR_HAS(missing);
+  EXPECT(run("tail", it_dir), 6);
+  ERR_HAS("not a regular file");
+
+  /* usage */
+  EXPECT(run("tail"), 2);
+  EXPECT(run("tail", f, f), 2);
+  EXPECT(run("tail", "-n", "x", f), 2);
+  EXPECT(run("tail", "-n", "-3", f), 2);
+  EXPECT(run("tail", f, "-n"), 2);
+  EXPECT(run("tail", "-q", f), 2);
+  EXPECT(run("tail", "--alg", "sha256", f), 2);
+}
+END_TEST
+
+/* Start `shoal tail -f` in the background, stdout and stderr to files. */
+static pid_t spawn_follow(const char *out, const char *err, const char *file,
+                          const char *n) {
+  const char *argv[] = {it_cli, "tail", "-f", "-n", n, file, NULL};
+  fflush(NULL);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (o < 0 || e < 0) _exit(126);
+    dup2(o, STDOUT_FILENO);
+    dup2(e, STDERR_FILENO);
+    signal(SIGALRM, SIG_DFL);
+    execv(it_cli, (char *const *)argv);
+    _exit(127);
+  }
+  return pid;
+}
+
+/* Wait up to 5 s for file @path to contain @needle. */
+static void await_text(const char *path, const char *needle) {
+  uint64_t deadline = it_now_ms() + 5000;
+  for (;;) {
+    char *s = it_read_file(path, NULL);
+    int found = s && strstr(s, needle) != NULL;
+    if (found || it_now_ms() > deadline) {
+      ck_assert_msg(found, "%s lacks '%s' after 5 s:\n%s", path, needle,
+                    s ? s : "(unreadable)");
+      free(s);
+      return;
+    }
+    free(s);
+    it_sleep_ms(10);
+  }
+}
+
+START_TEST(cli_tail_follow) {
+  setup_checks();
+  it_start_broker(NULL);
+  char log[IT_PATH * 2], out[IT_PATH * 2], err[IT_PATH * 2], old[IT_PATH * 3];
+  make_file(log, sizeof log, "app.log", "early 1\nearly 2\n", 16);
+  snprintf(out, sizeof out, "%s/follow.out", it_dir);
+  snprintf(err, sizeof err, "%s/follow.err", it_dir);
+  snprintf(old, sizeof old, "%s.1", log);
+  pid_t pid = spawn_follow(out, err, log, "1");
+  await_text(out, "early 2\n");
+
+  /* a writer appends, a line at a time and a partial line */
+  char line[64];
+  for (int i = 1; i <= 30; i++) {
+    snprintf(line, sizeof line, "append %d\n", i);
+    append_file(log, line);
+    if (i % 10 == 0) it_sleep_ms(20);
+  }
+  append_file(log, "partial");
+  await_text(out, "append 30\n");
+  it_sleep_ms(100);
+  char *text = it_read_file(out, NULL);
+  ck_assert_msg(strstr(text, "partial") == NULL, "a line before its newline:"
+                "\n%s", text);
+  free(text);
+  append_file(log, " line\n");
+  await_text(out, "partial line\n");
+
+  /* copytruncate */
+  ck_assert_int_eq(truncate(log, 0), 0);
+  await_text(err, "shoal: ");
+  await_text(err, ": file truncated\n");
+  append_file(log, "after truncate\n");
+  await_text(out, "after truncate\n");
+
+  /* rotation: rename, a new file, the writer goes on in it */
+  append_file(log, "last of the old file\n");
+  ck_assert_int_eq(rename(log, old), 0);
+  append_file(log, "first of the new file\n");
+  await_text(out, "first of the new file\n");
+  await_text(err, ": file rotated; following the new file\n");
+  append_file(log, "second of the new file\n");
+  await_text(out, "second of the new file\n");
+
+  /* SIGTERM: a clean exit 0, promptly */
+  ck_assert_int_eq(kill(pid, SIGTERM), 0);
+  int st = it_wait_exit(pid, 2000);
+  if (st == -1) kill(pid, SIGKILL);
+  ck_assert_msg(st != -1, "shoal tail -f ignored SIGTERM for 2 s");
+  ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status 0x%x", st);
+
+  /* every line once, in order */
+  char want[4096];
+  size_t w = (size_t)snprintf(want, sizeof want, "early 2\n");
+  for (int i = 1; i <= 30; i++)
+    w += (size_t)snprintf(want + w, sizeof want - w, "append %d\n", i);
+  snprintf(want + w, sizeof want - w,
+           "partial line\nafter truncate\nlast of the old file\n"
+           "first of the new file\nsecond of the new file\n");
+  text = it_read_file(out, NULL);
+  ck_assert_str_eq(text, want);
+  free(text);
+  /* the log's name in the messages, each reported once */
+  text = it_read_file(err, NULL);
+  char msg[IT_PATH * 6];
+  snprintf(msg, sizeof msg,
+           "shoal: %s: file truncated\n"
+           "shoal: %s: file rotated; following the new file\n",
+           log, log);
+  ck_assert_str_eq(text, msg);
+  free(text);
+
+  /* SIGINT too; --json: one event object per line */
+  pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (o < 0) _exit(126);
+    dup2(o, STDOUT_FILENO);
+    signal(SIGALRM, SIG_DFL);
+    execl(it_cli, it_cli, "--json", "tail", "--follow", "--lines", "1", log,
+          (char *)NULL);
+    _exit(127);
+  }
+  await_text(out, "{\"event\":\"line\",\"line\":\"second of the new file\","
+                  "\"offset\":22}\n");
+  append_file(log, "json \xff\n");
+  await_text(out, "{\"event\":\"line\",\"line\":\"anNvbiD/\",\"encoding\":"
+                  "\"base64\",\"offset\":45}\n");
+  ck_assert_int_eq(kill(pid, SIGINT), 0);
+  st = it_wait_exit(pid, 2000);
+  if (st == -1) kill(pid, SIGKILL);
+  ck_assert_msg(st != -1, "shoal tail -f ignored SIGINT for 2 s");
+  ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status 0x%x", st);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("integration.cli");
   TCase *tc = it_tcase("cli", 60);
@@ -367,6 +787,9 @@ static Suite *suite(void) {
   tcase_add_test(tc, cli_wait);
   tcase_add_test(tc, cli_stats_ping);
   tcase_add_test(tc, cli_store_lookup);
+  tcase_add_test(tc, cli_hash);
+  tcase_add_test(tc, cli_tail);
+  tcase_add_test(tc, cli_tail_follow);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -6,8 +6,8 @@
  *
  * Every command is one libshoal call on a fresh handle: reads (get, scan,
  * wait) go straight to the shared segment, writes and broker requests
- * (put, del, cas, stats, ping) over the broker's socket. The help texts
- * below are the manual; `shoal --help` prints the whole page and
+ * (put, del, cas, stats, ping, hash, tail) over the broker's socket. The
+ * help texts below are the manual; `shoal --help` prints the whole page and
  * `shoal COMMAND --help` one command's part.
  *
  * Exit status (scripts tell found / not found / error apart, as with grep or
@@ -30,15 +30,40 @@
  *     means stdin.
  *   - --timeout MS bounds how long the command waits: for the broker's
  *     connection and replies, and for `wait`, for the key to change.
+ *   - `hash` and `tail` take files, so they take the short options of the
+ *     tools they stand in for (tail's -n N and -f, hash's -a ALG); for them
+ *     any other argument starting with '-' (except "-", stdin for hash) is
+ *     a usage error, as in sha256sum and tail: "--" before a file name
+ *     that starts with '-'.
+ *   - `hash` prints sha256sum's format ("HEX  FILE", names holding '\',
+ *     '\n' or '\r' escaped and the line led by '\', as coreutils 9 does),
+ *     so `shoal hash --alg sha256 F | sha256sum -c` checks. blake2b has
+ *     libshoal's default length, 256 bits (shoal_hash_file, Python's
+ *     Client.hash_file): the output equals `b2sum -l 256`'s, and b2sum -c
+ *     checks it (it takes the length from the digest); --alg blake2b-BITS
+ *     for b2sum -l BITS (blake2b-512: b2sum's default). It goes
+ *     on after a file that fails (message on stderr) and exits with the
+ *     first failure's status; it stops at once when the broker is gone.
+ *   - A file that can not be opened (missing, unreadable) is an "other"
+ *     error (6, not 1: 1 is for keys), named in the message.
+ *   - `tail` writes the lines' bytes as they are; the last line gets no
+ *     newline when the file does not end with one (as tail(1)). `tail -f`
+ *     always reopens a rotated file (tail -F); -F is accepted as the same.
+ *     SIGINT and SIGTERM stop it: exit 0. Its --json output is one JSON
+ *     object per line (an event), not one value, since it never ends.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -63,7 +88,12 @@ enum {
   O_LIMIT = 1u << 2,
   O_KEYS_ONLY = 1u << 3,
   O_AFTER = 1u << 4,
+  O_ALG = 1u << 5,    /* hash: --alg, -a */
+  O_LINES = 1u << 6,  /* tail: --lines, -n */
+  O_FOLLOW = 1u << 7, /* tail: --follow, -f, -F */
 };
+/* Commands taking any of these take short options too (see the top). */
+#define O_SHORT (O_ALG | O_LINES | O_FOLLOW)
 
 typedef struct cli {
   /* global options */
@@ -79,6 +109,11 @@ typedef struct cli {
   int keys_only;
   uint64_t after;
   uint64_t expect; /* cas */
+  const char *alg;  /* hash: --alg as given (NULL: blake2b) */
+  const char *alg_name; /* hash: libshoal's name of it */
+  size_t digest_len;    /* hash: bytes */
+  uint64_t lines;       /* tail: -n (default 10) */
+  int follow;           /* tail: -f */
   /* the command */
   const struct command *cmd;
   int argc; /* positional arguments */
@@ -550,6 +585,235 @@ static int cmd_ping(cli *a) {
   return EX_OK;
 }
 
+/* ------------------------------------------------------- hash and tail -- */
+
+/* --alg: blake2b (256 bits, libshoal's default), blake2b-BITS (b2sum -l
+ * BITS: a multiple of 8 from 128 to 512), sha256, sha512. Checked before
+ * connecting, so a typo is a usage error whatever the broker. */
+static int check_hash(cli *a) {
+  const char *alg = a->alg ? a->alg : "blake2b";
+  uint64_t bits;
+  if (strcmp(alg, "blake2b") == 0) {
+    a->alg_name = "blake2b";
+    a->digest_len = 32;
+  } else if (strcmp(alg, "sha256") == 0) {
+    a->alg_name = "sha256";
+    a->digest_len = 32;
+  } else if (strcmp(alg, "sha512") == 0) {
+    a->alg_name = "sha512";
+    a->digest_len = 64;
+  } else if (strncmp(alg, "blake2b-", 8) == 0 &&
+             parse_u64(alg + 8, 512, &bits) == 0 && bits >= 128 &&
+             bits % 8 == 0) {
+    a->alg_name = "blake2b";
+    a->digest_len = (size_t)bits / 8;
+  } else {
+    errorf(a, "unknown algorithm '%s': expected blake2b, blake2b-BITS "
+              "(128..512, a multiple of 8), sha256 or sha512", alg);
+    return EX_USAGE;
+  }
+  return 0;
+}
+
+/* A file name as sha256sum prints it: names holding '\\', '\n' or '\r' get
+ * those escaped and *escaped set (the line is then led by '\\'). */
+static void put_name(const char *name, int escape) {
+  for (const char *p = name; *p; p++) {
+    if (escape && *p == '\\') fputs("\\\\", stdout);
+    else if (escape && *p == '\n') fputs("\\n", stdout);
+    else if (escape && *p == '\r') fputs("\\r", stdout);
+    else fputc(*p, stdout);
+  }
+}
+
+/* Report a failure on @path: "shoal: CMD: PATH: <strerror> (<detail>)".
+ * @detail may be NULL. Returns the exit status. */
+static int fail_path(const cli *a, const char *path, int rc,
+                     const char *detail) {
+  if (detail && *detail && strcmp(detail, shoal_strerror(rc)) != 0)
+    errorf(a, "%s: %s (%s)", path, shoal_strerror(rc), detail);
+  else
+    errorf(a, "%s: %s", path, shoal_strerror(rc));
+  return exit_code(rc);
+}
+
+/* Open @path for hash or tail: O_NONBLOCK so that a FIFO with no writer
+ * does not hang the open (the broker then answers SHOAL_ENOTREG); it
+ * changes nothing for a regular file. "-" is stdin when @dash. */
+static int open_file(const char *path, int dash) {
+  if (dash && strcmp(path, "-") == 0) return STDIN_FILENO;
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  return fd < 0 ? -errno : fd;
+}
+
+static int cmd_hash(cli *a) {
+  int ex = EX_OK;
+  unsigned n = 0;
+  if (a->json) fputc('[', stdout);
+  for (int i = 0; i < a->argc; i++) {
+    const char *path = a->argv[i];
+    unsigned char digest[SHOAL_HASH_MAX];
+    const char *detail = NULL;
+    int fd = open_file(path, 1), rc = fd;
+    if (fd >= 0) {
+      rc = shoal_hash_fd(a->c, fd, a->alg_name, a->digest_len, digest,
+                         sizeof digest);
+      if (rc < 0) detail = shoal_last_error(a->c);
+      if (fd != STDIN_FILENO) close(fd);
+    }
+    if (a->json) {
+      fputs(n++ ? ",\n{" : "\n{", stdout);
+      cli_json_bytes_field(stdout, "file", "file_encoding", path,
+                           strlen(path));
+    }
+    if (rc < 0) {
+      int e = fail_path(a, path, rc, detail);
+      if (ex == EX_OK) ex = e;
+      if (a->json) {
+        printf(",\"error\":\"%s\",\"message\":", shoal_errname(rc));
+        const char *m = shoal_strerror(rc);
+        cli_json_string(stdout, m, strlen(m));
+        fputc('}', stdout);
+      }
+      /* the broker is gone: the other files would fail the same way */
+      if (e == EX_UNAVAIL || e == EX_TIMEOUT) break;
+      continue;
+    }
+    char hex[SHOAL_HASH_HEX_MAX];
+    for (int k = 0; k < rc; k++) sprintf(hex + 2 * k, "%02x", digest[k]);
+    if (a->json) {
+      printf(",\"algorithm\":\"%s\",\"digest_bits\":%d,\"digest\":\"%s\"}",
+             a->alg_name, rc * 8, hex);
+    } else {
+      int escape = strpbrk(path, "\\\n\r") != NULL;
+      if (escape) fputc('\\', stdout);
+      printf("%s  ", hex);
+      put_name(path, escape);
+      fputc('\n', stdout);
+    }
+  }
+  if (a->json) fputs(n ? "\n]\n" : "]\n", stdout);
+  return ex;
+}
+
+static int check_tail(cli *a) {
+  if (!(a->given & O_LINES)) a->lines = 10;
+  return 0;
+}
+
+/* Set by SIGINT and SIGTERM during tail -f: a lock-free atomic, which a
+ * signal handler may store to. */
+static atomic_int stop_signal;
+
+static void on_stop_signal(int sig) { atomic_store(&stop_signal, sig); }
+
+/* Print one line of tail: its bytes, then '\n' if @nl; with --json an
+ * object {"line":..} (with "event" and "offset" for tail -f's @event). */
+static void put_line(const cli *a, const char *p, size_t n, int nl,
+                     const char *event, uint64_t offset) {
+  if (a->json) {
+    if (event) printf("{\"event\":\"%s\",", event);
+    else fputc('{', stdout);
+    cli_json_bytes_field(stdout, "line", "encoding", p, n);
+    if (event) printf(",\"offset\":%" PRIu64, offset);
+    fputc('}', stdout);
+  } else {
+    put_bytes(p, n);
+    if (nl) fputc('\n', stdout);
+  }
+}
+
+static int tail_follow(cli *a, const char *path) {
+  shoal_follow *f = NULL;
+  int rc = shoal_follow_open(a->c, path, (size_t)a->lines,
+                             SHOAL_FOLLOW_REOPEN, &f);
+  if (rc) return fail_path(a, path, rc, shoal_last_error(a->c));
+  /* stop cleanly on SIGINT and SIGTERM: no SA_RESTART, so a wait in
+   * shoal_follow_next returns -EINTR at once; the timeout bounds how late
+   * a signal that came between two calls is seen */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  int ex = EX_OK;
+  while (!atomic_load(&stop_signal)) {
+    shoal_follow_event ev;
+    rc = shoal_follow_next(f, 200, &ev);
+    if (rc == SHOAL_ETIMEOUT || rc == -EINTR) continue;
+    if (rc) {
+      ex = fail_path(a, path, rc, NULL);
+      break;
+    }
+    switch (ev.kind) {
+    case SHOAL_FOLLOW_LINE:
+      put_line(a, ev.data, ev.len, 1, "line", ev.offset);
+      if (a->json) fputc('\n', stdout);
+      break;
+    case SHOAL_FOLLOW_TRUNCATED:
+      fprintf(stderr, "%s: %s: file truncated\n", progname, path);
+      if (a->json)
+        printf("{\"event\":\"truncated\",\"offset\":%" PRIu64 "}\n",
+               ev.offset);
+      break;
+    case SHOAL_FOLLOW_ROTATED:
+      /* a rotation whose new file did not exist yet comes twice: at once
+       * without the path, then with it once the new file is open; report
+       * it once, when the lines that follow are the new file's */
+      if (ev.len == 0) break;
+      fprintf(stderr, "%s: %s: file rotated; following the new file\n",
+              progname, path);
+      if (a->json) {
+        fputs("{\"event\":\"rotated\",", stdout);
+        cli_json_bytes_field(stdout, "path", "path_encoding", path,
+                             strlen(path));
+        fputs("}\n", stdout);
+      }
+      break;
+    default: /* SHOAL_FOLLOW_IDLE: the callback form's */
+      break;
+    }
+    /* a reader of a pipe sees each line as it comes */
+    if (fflush(stdout) != 0) {
+      errorf(a, "writing to stdout: %s", strerror(errno));
+      ex = EX_ERROR;
+      break;
+    }
+  }
+  shoal_follow_close(f);
+  return ex;
+}
+
+static int cmd_tail(cli *a) {
+  const char *path = a->argv[0];
+  if (a->follow) return tail_follow(a, path);
+  int fd = open_file(path, 0);
+  if (fd < 0) return fail_path(a, path, fd, NULL);
+  shoal_lines *l = NULL;
+  int rc = shoal_tail_fd(a->c, fd, (size_t)a->lines, &l);
+  if (rc) {
+    close(fd);
+    return fail_path(a, path, rc, shoal_last_error(a->c));
+  }
+  /* does the file end with '\n'? (its last line then gets one) */
+  int last_nl = 1;
+  struct stat st;
+  char last;
+  if (l->n && fstat(fd, &st) == 0 && st.st_size > 0 &&
+      pread(fd, &last, 1, st.st_size - 1) == 1 && last != '\n')
+    last_nl = 0;
+  close(fd);
+  if (a->json) fputc('[', stdout);
+  for (size_t i = 0; i < l->n; i++) {
+    if (a->json) fputs(i ? ",\n" : "\n", stdout);
+    put_line(a, l->line[i], l->len[i], i + 1 < l->n || last_nl, NULL, 0);
+  }
+  if (a->json) fputs(l->n ? "\n]\n" : "]\n", stdout);
+  shoal_lines_free(l);
+  return EX_OK;
+}
+
 /* ----------------------------------------------------------------- help -- */
 
 static const command commands[] = {
@@ -598,6 +862,39 @@ static const command commands[] = {
      "    object with --json.\n"},
     {"ping", cmd_ping, NULL, 0, 0, 0, 0, "ping",
      "    Round trip to the broker; prints PONG and the time it took.\n"},
+    {"hash", cmd_hash, check_hash, 1, INT_MAX, O_ALG, 0,
+     "hash FILE... [--alg ALG]",
+     "    Print each FILE's digest as sha256sum does, \"HEX  FILE\" (so\n"
+     "    `shoal hash --alg sha256 F | sha256sum -c` checks it); \"-\" is\n"
+     "    stdin, which must be a regular file. The broker reads the file\n"
+     "    through a descriptor this command opened (so only files you can\n"
+     "    read) and caches digests of unchanged files for every client.\n"
+     "    -a, --alg ALG: blake2b (the default: BLAKE2b-256, as b2sum -l 256;\n"
+     "    b2sum -c checks it), blake2b-BITS (b2sum -l BITS: 128..512, a\n"
+     "    multiple of 8; blake2b-512 is b2sum's default), sha256, sha512.\n"
+     "    A file that fails (missing, a directory, unreadable) is\n"
+     "    reported on stderr and the others are still hashed; the exit\n"
+     "    status is the first failure's. With --json: an array of\n"
+     "    {\"file\":..,\"algorithm\":..,\"digest_bits\":N,\"digest\":HEX}, or\n"
+     "    {\"file\":..,\"error\":NAME,\"message\":..} for a failure.\n"},
+    {"tail", cmd_tail, check_tail, 1, 1, O_LINES | O_FOLLOW, 0,
+     "tail FILE [-n N] [-f]",
+     "    Print the last N lines of FILE (default 10), read from its end by\n"
+     "    the broker: the cost does not grow with the file's size. Bytes are\n"
+     "    written as they are. -n, --lines N: N lines (0: none).\n"
+     "    -f, -F, --follow: then print lines as they are appended (pushed\n"
+     "    by the broker, no polling), as tail -F: a truncated file is read\n"
+     "    again from its start, a rotated one (renamed or removed) is\n"
+     "    reopened by name (reported once the new file is open), and\n"
+     "    either is reported on stderr, as tail -F does:\n"
+     "        shoal: FILE: file truncated\n"
+     "        shoal: FILE: file rotated; following the new file\n"
+     "    SIGINT or SIGTERM ends it (exit 0).\n"
+     "    With --json: an array of {\"line\":..} (base64 with\n"
+     "    \"encoding\":\"base64\" when not UTF-8); with -f one object per\n"
+     "    line instead: {\"event\":\"line\",\"line\":..,\"offset\":N},\n"
+     "    {\"event\":\"truncated\",\"offset\":N}, {\"event\":\"rotated\",\n"
+     "    \"path\":..}.\n"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -629,7 +926,9 @@ static void help_full(FILE *f) {
 "DESCRIPTION\n"
 "    Reads and writes the store served by shoald. Reads (get, scan, wait)\n"
 "    map the store's shared segment and need no round trip; writes and\n"
-"    broker requests go over the broker's Unix socket.\n"
+"    broker requests go over the broker's Unix socket. hash and tail are\n"
+"    the broker's file utilities: this command opens the file and hands\n"
+"    the broker its descriptor.\n"
 "\n"
 "OPTIONS\n"
 "    --name NAME     the store (default: default)\n"
@@ -641,7 +940,9 @@ static void help_full(FILE *f) {
 "    -h, --help      this page; after a command, that command's help\n"
 "    --version       print the versions of shoal and libshoal\n"
 "    Options may also follow the command. Only arguments starting with\n"
-"    \"--\" are options (so a VALUE may be \"-5\"); \"--\" ends them.\n"
+"    \"--\" are options (so a VALUE may be \"-5\"); \"--\" ends them. hash\n"
+"    and tail also take their short options (-a, -n, -f) and refuse other\n"
+"    arguments starting with '-': put \"--\" before such a file name.\n"
 "\n"
 "COMMANDS\n");
   for (size_t i = 0; i < NCOMMANDS; i++) {
@@ -649,14 +950,14 @@ static void help_full(FILE *f) {
   }
   fprintf(f,
 "EXIT STATUS\n"
-"    0  ok; the key was found\n"
+"    0  ok; the key was found; tail -f stopped by SIGINT or SIGTERM\n"
 "    1  not found (get, del)\n"
 "    2  usage error (bad option, argument or name)\n"
 "    3  conflict (cas: the key's version was not EXPECT)\n"
 "    4  timeout (wait --timeout, or no reply within --timeout)\n"
 "    5  broker unavailable (shoald is not running or not reachable)\n"
 "    6  any other error (key or value too big, store full, access denied,\n"
-"       ...)\n"
+"       a file missing, unreadable or not a regular file, ...)\n"
 "    Errors are printed to stderr as\n"
 "        shoal: COMMAND: <what went wrong> (<detail>)\n"
 "\n"
@@ -673,6 +974,8 @@ static void help_full(FILE *f) {
 "    v=$(shoal wait config/mode --timeout 5000) || echo \"no change\"\n"
 "    shoal get k >/dev/null; case $? in 0) ;; 1) echo absent;; *) exit 1;; "
 "esac\n"
+"    shoal hash --alg sha256 *.tar | sha256sum -c\n"
+"    shoal tail -n 50 -f /var/log/app.log\n"
 "\n"
 "SEE ALSO\n"
 "    shoald(8), shoal-inspect(1)\n");
@@ -730,6 +1033,9 @@ missing:
   return -1;
 }
 
+static int opt_set(cli *a, unsigned o, const char *arg, size_t n,
+                   const char *v);
+
 /* Command options. Same return convention as global_opt. */
 static int command_opt(cli *a, int argc, char **argv, int *i) {
   const char *arg = argv[*i], *v;
@@ -739,9 +1045,14 @@ static int command_opt(cli *a, int argc, char **argv, int *i) {
   else if (opt_is(arg, "--prefix", &n)) o = O_PREFIX;
   else if (opt_is(arg, "--limit", &n)) o = O_LIMIT;
   else if (opt_is(arg, "--after", &n)) o = O_AFTER;
+  else if (opt_is(arg, "--alg", &n)) o = O_ALG;
+  else if (opt_is(arg, "--lines", &n)) o = O_LINES;
   else if (strcmp(arg, "--keys-only") == 0) {
     n = strlen(arg);
     o = O_KEYS_ONLY;
+  } else if (strcmp(arg, "--follow") == 0) {
+    n = strlen(arg);
+    o = O_FOLLOW;
   } else {
     return 0;
   }
@@ -754,12 +1065,26 @@ static int command_opt(cli *a, int argc, char **argv, int *i) {
     a->keys_only = 1;
     return 1;
   }
+  if (o == O_FOLLOW) {
+    a->follow = 1;
+    return 1;
+  }
   if (!(v = opt_value(argc, argv, i, arg, n))) {
     errorf(a, "option %.*s needs a value", (int)n, arg);
     return -1;
   }
+  return opt_set(a, o, arg, n, v);
+}
+
+/* Set option @o (seen as @arg, its name @n bytes long) to @v. */
+static int opt_set(cli *a, unsigned o, const char *arg, size_t n,
+                   const char *v) {
   if (o == O_PREFIX) {
     a->prefix = v;
+    return 1;
+  }
+  if (o == O_ALG) {
+    a->alg = v;
     return 1;
   }
   uint64_t x;
@@ -770,8 +1095,44 @@ static int command_opt(cli *a, int argc, char **argv, int *i) {
   }
   if (o == O_TTL) a->ttl_ms = x;
   else if (o == O_LIMIT) a->limit = x;
+  else if (o == O_LINES) a->lines = x;
   else a->after = x;
   return 1;
+}
+
+/* The short options of hash and tail (-a ALG, -n N, -f, -F; a value may
+ * be attached: -n5). Returns 1 when @arg was one (consumed), -1 on a
+ * usage error (message printed): any other "-X" is one for these
+ * commands. */
+static int short_opt(cli *a, int argc, char **argv, int *i) {
+  const char *arg = argv[*i], *v;
+  unsigned o;
+  if (strcmp(arg, "-f") == 0 || strcmp(arg, "-F") == 0) o = O_FOLLOW;
+  else if (strncmp(arg, "-n", 2) == 0) o = O_LINES;
+  else if (strncmp(arg, "-a", 2) == 0) o = O_ALG;
+  else {
+    errorf(a, "unknown option '%s' (put \"--\" before a file name that "
+              "starts with '-')", arg);
+    return -1;
+  }
+  if (!(a->cmd->opts & o)) {
+    errorf(a, "option %.2s does not apply to %s", arg, a->cmd->name);
+    return -1;
+  }
+  a->given |= o;
+  if (o == O_FOLLOW) {
+    a->follow = 1;
+    return 1;
+  }
+  if (arg[2]) {
+    v = arg + 2;
+  } else if (*i + 1 < argc) {
+    v = argv[++*i];
+  } else {
+    errorf(a, "option %s needs a value", arg);
+    return -1;
+  }
+  return opt_set(a, o, arg, 2, v);
 }
 
 static const command *find_command(const char *name) {
@@ -851,10 +1212,17 @@ int main(int argc, char **argv) {
       opts_done = 1;
       continue;
     }
-    if (!opts_done && strncmp(arg, "--", 2) == 0) {
-      int r = global_opt(&a, argc, argv, &i);
-      if (r == 0) r = command_opt(&a, argc, argv, &i);
-      if (r == 0) errorf(&a, "unknown option '%s'", arg);
+    int is_short = (a.cmd->opts & O_SHORT) && arg[0] == '-' && arg[1] &&
+                   arg[1] != '-';
+    if (!opts_done && (strncmp(arg, "--", 2) == 0 || is_short)) {
+      int r;
+      if (is_short) {
+        r = short_opt(&a, argc, argv, &i);
+      } else {
+        r = global_opt(&a, argc, argv, &i);
+        if (r == 0) r = command_opt(&a, argc, argv, &i);
+        if (r == 0) errorf(&a, "unknown option '%s'", arg);
+      }
       if (r <= 0) {
         fprintf(stderr, "usage: shoal %s\n", a.cmd->usage);
         free(pos);

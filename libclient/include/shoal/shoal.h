@@ -448,8 +448,12 @@ SHOAL_EXPORT int shoal_tail(shoal *c, const char *path, size_t n,
  *   SHOAL_FOLLOW_ROTATED    the file was renamed or unlinked (a rotation).
  *                           With SHOAL_FOLLOW_REOPEN the follower then opens
  *                           @path again and follows the new file from its
- *                           start (tail -F); otherwise it stays on the old
- *                           file (tail -f). data: the path, when reopened.
+ *                           start (tail -F): the event comes once, when the
+ *                           new file is followed (data: the path; until a
+ *                           file exists at the path, the old one is still
+ *                           followed). Without it the follower stays on the
+ *                           old file (tail -f) and the event comes at once
+ *                           (data NULL, offset: where it was).
  *   SHOAL_FOLLOW_IDLE       nothing happened for @idle_ms (callback form
  *                           only: a chance to stop)
  */
@@ -510,53 +514,75 @@ SHOAL_EXPORT int shoal_tail_follow(shoal *c, const char *path, size_t n,
  * in @out when @cap is short. Defined in libclient/util.c.
  */
 
-/* int(hex, 16) in base 36 (0-9a-z); "0" for zero. @hex: any length, an
- * optional "0x" prefix, '_' between digits and surrounding whitespace as
- * Python's int() accepts. SHOAL_EINVAL for anything else (or a sign). */
+/* int(hex, 16) in base 36 (0-9a-z); "0" for zero. @hex (@len bytes, UTF-8):
+ * any length, with what Python's int() accepts around the digits:
+ * surrounding whitespace (Unicode spaces included), a '+' (or a '-' on
+ * zero: "-0" is "0"), a "0x" prefix, single '_' between digits.
+ * SHOAL_EINVAL for anything else: invalid hex, a negative value (utils.py
+ * raises ValueError; upstream would loop forever), and non-ASCII digits
+ * (which int() would take: a binding falls back to Python for them). */
 SHOAL_EXPORT int shoal_util_base36_encode(const char *hex, size_t len,
                                           char *out, size_t cap);
-/* format_float for a float: whole -> "%.0f", else "%.{precision}f". */
+/* format_float for a float: whole -> "%.0f", else "%.{precision}f", as
+ * Python prints them (exact digits, ties to even, "nan" whatever the sign,
+ * "inf"/"-inf", "-0", '.' whatever the locale). SHOAL_EINVAL for
+ * @precision < 0 (Python's ValueError). An int is the binding's str(). */
 SHOAL_EXPORT int shoal_util_format_float(double num, int precision, char *out,
                                          size_t cap);
 /* truncate_long_string on UTF-8 text, counting characters (code points).
- * SHOAL_EINVAL if @s is not valid UTF-8. */
+ * SHOAL_EINVAL if @s is not valid UTF-8 (a Python str with lone
+ * surrogates can not reach here). */
 SHOAL_EXPORT int shoal_util_truncate_long_string(const char *s, size_t len,
                                                  size_t max_length,
-                                                 int truncate_middle,
-                                                 char *out, size_t cap);
+                                                 int truncate_middle, char *out,
+                                                 size_t cap);
 /* get_cpu_count: > 0, or SHOAL_EINVAL when SKYPILOT_POD_CPU_CORE_LIMIT is
- * set but not a number. May be 0 (a fractional cgroup limit below 1, as
+ * set but not a number (or nan: int(nan) is ValueError), -ERANGE when it is
+ * outside 0..INT_MAX (inf is OverflowError upstream; a negative value,
+ * which upstream returns, can not be told from an error here) or a cgroup
+ * file holds inf. May be 0 (a fractional cgroup limit below 1, as
  * upstream). Honours $SHOAL_CGROUP_ROOT (default /sys/fs/cgroup). */
 SHOAL_EXPORT int shoal_util_get_cpu_count(void);
 /* get_mem_size_gb into *@gb: 0, or SHOAL_EINVAL (an unparsable
- * SKYPILOT_POD_MEMORY_* variable). */
+ * SKYPILOT_POD_MEMORY_* variable). Honours $SHOAL_CGROUP_ROOT and
+ * $SHOAL_PROC_ROOT (meminfo). */
 SHOAL_EXPORT int shoal_util_get_mem_size_gb(double *gb) SHOAL_NONNULL(1);
 /* get_parallel_threads; @cloud may be NULL. */
 SHOAL_EXPORT int shoal_util_get_parallel_threads(const char *cloud);
-/* get_max_workers_for_file_mounts: @sources are the dict's values. */
-SHOAL_EXPORT int shoal_util_get_max_workers_for_file_mounts(
-    const char *const *sources, size_t n, const char *cloud);
-/* 1 alive, 0 not (gone, or a zombie), SHOAL_EINVAL for @pid <= 0. Honours
+/* get_max_workers_for_file_mounts: @sources are the dict's values. The
+ * one-time warning for an RLIMIT_NOFILE below 1024 goes to stderr. Returns
+ * >= 1, or -errno when a source directory can not be listed (os.listdir
+ * raises upstream), SHOAL_EINVAL for NULL @sources with @n > 0. */
+SHOAL_EXPORT int
+shoal_util_get_max_workers_for_file_mounts(const char *const *sources, size_t n,
+                                           const char *cloud);
+/* 1 alive, 0 not (gone, or a zombie), SHOAL_EINVAL for @pid <= 0 or beyond
+ * INT_MAX, -errno for a kill(2) failure other than ESRCH/EPERM. Honours
  * $SHOAL_PROC_ROOT (default /proc) for the zombie check. */
 SHOAL_EXPORT int shoal_util_is_process_alive(long pid);
 /* 5 x the entries directly in @path; 0 if it is not a readable directory. */
 SHOAL_EXPORT long shoal_util_estimate_fd_for_directory(const char *path);
-/* The first port in [@start_port, 65535) a TCP socket can bind on all
- * addresses; -EADDRINUSE when none is free, SHOAL_EINVAL out of range. */
+/* The first port in [@start_port, 65535) an AF_INET TCP socket can bind on
+ * INADDR_ANY (no SO_REUSEADDR, as Python's bind(('', port))); 0 for
+ * @start_port 0 (port 0 always binds, as upstream). -EADDRINUSE when none
+ * is free (also @start_port >= 65535), SHOAL_EINVAL for a negative one,
+ * -errno when no socket can be created (-EMFILE). */
 SHOAL_EXPORT int shoal_util_find_free_port(int start_port);
 /* read_last_n_lines, locally (no broker): the raw lines as shoal_tail
- * gives them; decoding is the caller's. @chunk_size only sets the read
- * size (the result does not depend on it). Returns 0 with *@out set,
- * SHOAL_EINVAL (@chunk_size 0), SHOAL_ENOTREG, -errno. */
+ * gives them; decoding and rstrip('\r') are the caller's. @chunk_size only
+ * sets the read size (the result does not depend on it). @n == 0: 0 lines
+ * if @path exists (stat), nothing read, as upstream. Returns 0 with *@out
+ * set, SHOAL_EINVAL (@chunk_size 0), SHOAL_ENOTREG (a directory, FIFO,
+ * ...), SHOAL_ECHANGED (the file shrank while read), -errno (-ENOENT). */
 SHOAL_EXPORT int shoal_util_read_last_n_lines(const char *path, size_t n,
                                               size_t chunk_size,
                                               shoal_lines **out) SHOAL_WUR
     SHOAL_NONNULL(1, 4);
-/* hash_file, locally (no broker, no cache): as shoal_hash_fd. */
+/* hash_file, locally (no broker, no cache): as shoal_hash_fd (the digest's
+ * length, or its codes and those of open(2)). */
 SHOAL_EXPORT int shoal_util_hash_file(const char *path, const char *alg,
                                       size_t digest_len, void *digest,
-                                      size_t cap) SHOAL_WUR
-    SHOAL_NONNULL(1, 4);
+                                      size_t cap) SHOAL_WUR SHOAL_NONNULL(1, 4);
 
 /* ---------------------------------------------------------------- misc */
 
