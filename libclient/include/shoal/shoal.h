@@ -382,6 +382,8 @@ SHOAL_EXPORT int shoal_stats_get(shoal *c, shoal_stats *out) SHOAL_WUR
  * @digest_len: 0 for the algorithm's default (blake2b 32 bytes, sha256 32,
  *              sha512 64); blake2b takes 16..64 (hashlib's blake2b() is
  *              64, b2sum's default is 64); the others only their own.
+ *              The length is part of the cache key (blake2b-256 and
+ *              blake2b-512 of one file are two entries).
  * @digest:     receives the raw digest; @cap bytes there.
  * Returns the digest's length (> 0), or SHOAL_EINVAL (unknown algorithm or
  * length: the message lists the valid ones), SHOAL_ENOTREG (a directory,
@@ -486,8 +488,11 @@ SHOAL_EXPORT int shoal_follow_open(shoal *c, const char *path, size_t n,
 SHOAL_EXPORT int shoal_follow_next(shoal_follow *f, int timeout_ms,
                                    shoal_follow_event *ev) SHOAL_WUR
     SHOAL_NONNULL(1, 3);
-/* A descriptor that polls readable when shoal_follow_next may have an
- * event (for event loops). */
+/* The follower's connection, for event loops: it polls readable when
+ * more events arrive from the broker. Events already received are not
+ * signalled by it (the first lines, or several lines of one message):
+ * drain with shoal_follow_next(f, 0, ...) until SHOAL_ETIMEOUT before
+ * waiting on it. */
 SHOAL_EXPORT int shoal_follow_fd(const shoal_follow *f) SHOAL_NONNULL(1);
 /* Stop following (the broker is told by the connection's close). NULL is a
  * no-op. */

@@ -14,6 +14,10 @@ trip, zero-copy inside a read block); writes go through the broker,
         with c.batch() as b:               # atomic
             b.put(b"a", b"1"); b.delete(b"k")
         c.wait(b"k", after=v, timeout=1.0)
+        c.hash_file("big.bin")              # hex digest, cached by the broker
+        c.tail("app.log", n=100)            # last lines, read from the end
+        for line in c.follow("app.log"):    # tail -F (str lines, FollowEvent)
+            ...
 
 Keys and values are bytes-like (``str`` is encoded as UTF-8). Errors are
 :class:`shoal.Error` subclasses (:mod:`shoal.errors`), e.g.
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 
 from ._ffi import LibraryNotFound
-from .client import Batch, Client, Reader, connect
+from .client import Batch, Client, Follower, FollowEvent, Reader, connect
 from .errors import (
     Error,
     NotFound,
@@ -48,19 +52,21 @@ from .errors import (
     NoSection,
     Busy,
     BrokerUnavailable,
+    NotRegularFile,
+    FileChanged,
     OSFailure,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "connect", "Client", "Reader", "Batch",
+    "connect", "Client", "Reader", "Batch", "Follower", "FollowEvent",
     "key_max", "value_max", "library_version", "library_path",
     "native_available", "LibraryNotFound",
     "Error", "NotFound", "Conflict", "NoSpace", "TooBig", "Corrupt",
     "VersionMismatch", "Closed", "Forked", "Protocol", "Denied", "Timeout",
     "InvalidArgument", "Locked", "NoReaders", "NoSection", "Busy",
-    "BrokerUnavailable", "OSFailure",
+    "BrokerUnavailable", "NotRegularFile", "FileChanged", "OSFailure",
 ]
 
 

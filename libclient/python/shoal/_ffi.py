@@ -50,7 +50,8 @@ from ctypes import (
 )
 from typing import List, Optional, Tuple
 
-__all__ = ["LibraryNotFound", "Lib", "load", "FfiBuf", "Options", "Stats"]
+__all__ = ["LibraryNotFound", "Lib", "load", "FfiBuf", "Options", "Stats",
+           "Lines", "FollowEvent"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -99,6 +100,13 @@ _STAT_FIELDS = (
 ).split()
 
 
+# appended to shoal_stats after `errors` (HashFile/TailLog counters)
+_STAT_FIELDS_UTIL = (
+    "hash_cache_hits hash_cache_misses hash_cache_entries hash_cache_bytes "
+    "hash_bytes_read followers jobs_queued"
+).split()
+
+
 class Stats(Structure):
     """``shoal_stats``."""
 
@@ -106,15 +114,48 @@ class Stats(Structure):
         ("broker_pid", c_int),
         ("requests", c_char_p),
         ("errors", c_char_p),
+    ] + [(n, c_uint64) for n in _STAT_FIELDS_UTIL] + [("workers", c_uint)]
+
+
+STAT_FIELDS = tuple(_STAT_FIELDS) + tuple(_STAT_FIELDS_UTIL) + ("workers",)
+
+
+class Lines(Structure):
+    """``shoal_lines`` (a tail's lines; free with ``shoal_lines_free``).
+    ``line`` is declared as ``void **``: a line may hold NUL bytes, so it
+    is read with its length, never as a C string."""
+
+    _fields_ = [
+        ("n", c_size_t),
+        ("line", POINTER(c_void_p)),
+        ("len", POINTER(c_size_t)),
     ]
 
 
-STAT_FIELDS = tuple(_STAT_FIELDS)
+class FollowEvent(Structure):
+    """``shoal_follow_event``; ``data`` is valid until the next call on the
+    follower."""
+
+    _fields_ = [
+        ("kind", c_int),
+        ("data", c_void_p),
+        ("len", c_size_t),
+        ("offset", c_uint64),
+    ]
+
+
+#: shoal_hash_fd's digest buffer (SHOAL_HASH_MAX) and hex (SHOAL_HASH_HEX_MAX)
+HASH_MAX = 64
+HASH_HEX_MAX = 129
+FOLLOW_LINE, FOLLOW_TRUNCATED, FOLLOW_ROTATED, FOLLOW_IDLE = 0, 1, 2, 3
+FOLLOW_REOPEN = 0x1
 
 _vp = c_void_p
 _pvp = POINTER(c_void_p)
 _pu64 = POINTER(c_uint64)
 _pfb = POINTER(FfiBuf)
+_pplines = POINTER(POINTER(Lines))
+_csz = c_size_t
 
 # name: (restype, argtypes) for the functions called through CDLL (GIL
 # released) ...
@@ -159,6 +200,30 @@ _C_DECLS = {
     "shoal_version": (c_char_p, []),
 }
 
+# The utilities (shoal.h "utilities" and "local utility functions"): newer
+# than the rest, so optional: a libshoal without them still loads, and
+# Lib.has() tells whether they are there. Through CDLL (GIL released): they
+# read files or wait for the broker.
+_C_OPT_DECLS = {
+    "shoal_hash_fd": (c_int, [_vp, c_int, c_char_p, _csz, _vp, _csz]),
+    "shoal_hash_file": (c_int, [_vp, c_char_p, c_char_p, _vp, _csz]),
+    "shoal_lines_free": (None, [POINTER(Lines)]),
+    "shoal_tail_fd": (c_int, [_vp, c_int, _csz, _pplines]),
+    "shoal_tail": (c_int, [_vp, c_char_p, _csz, _pplines]),
+    "shoal_follow_open": (c_int, [_vp, c_char_p, _csz, c_uint, _pvp]),
+    "shoal_follow_next": (c_int, [_vp, c_int, POINTER(FollowEvent)]),
+    "shoal_follow_fd": (c_int, [_vp]),
+    "shoal_follow_close": (None, [_vp]),
+    "shoal_util_get_cpu_count": (c_int, []),
+    "shoal_util_get_mem_size_gb": (c_int, [POINTER(ctypes.c_double)]),
+    "shoal_util_get_max_workers_for_file_mounts": (
+        c_int, [POINTER(c_char_p), _csz, c_char_p]),
+    "shoal_util_estimate_fd_for_directory": (c_long, [c_char_p]),
+    "shoal_util_find_free_port": (c_int, [c_int]),
+    "shoal_util_read_last_n_lines": (c_int, [c_char_p, _csz, _csz, _pplines]),
+    "shoal_util_hash_file": (c_int, [c_char_p, c_char_p, _csz, _vp, _csz]),
+}
+
 # ... and through PyDLL (GIL held: never blocks). None: no argtypes (the
 # hot paths, see the module docstring).
 _PY_DECLS = {
@@ -177,6 +242,18 @@ _PY_DECLS = {
         [_pfb, c_char_p, c_size_t, c_char_p, c_size_t, c_size_t, _vp, c_int,
          POINTER(c_int)],
     ),
+}
+
+# Optional (see _C_OPT_DECLS), GIL held: pure computations, or one cheap
+# system call, where releasing and retaking the GIL would cost more than
+# the call (is_process_alive: kill(2) and one small /proc read).
+_PY_OPT_DECLS = {
+    "shoal_util_base36_encode": (c_int, [c_char_p, _csz, _vp, _csz]),
+    "shoal_util_format_float": (c_int, [ctypes.c_double, c_int, _vp, _csz]),
+    "shoal_util_truncate_long_string": (
+        c_int, [c_char_p, _csz, _csz, c_int, _vp, _csz]),
+    "shoal_util_get_parallel_threads": (c_int, [c_char_p]),
+    "shoal_util_is_process_alive": (c_int, [c_long]),
 }
 
 
@@ -200,6 +277,31 @@ class Lib:
             f.restype = res
             if args is not None:
                 f.argtypes = args
+        #: optional functions this libshoal lacks (older than the package)
+        self.missing = set()
+        for dll, decls in ((c, _C_OPT_DECLS), (py, _PY_OPT_DECLS)):
+            for name, (res, args) in decls.items():
+                try:
+                    f = getattr(dll, name)
+                except AttributeError:
+                    self.missing.add(name)
+                    continue
+                f.restype = res
+                f.argtypes = args
+
+    def has(self, *names: str) -> bool:
+        """True if this libshoal exports every one of @names."""
+        return not self.missing.intersection(names)
+
+    def need(self, *names: str) -> None:
+        """Raise NotImplementedError naming the first of @names this
+        libshoal lacks."""
+        for n in names:
+            if n in self.missing:
+                raise NotImplementedError(
+                    "%s: libshoal at %s has no %s (a library older than "
+                    "this package; rebuild or reinstall libshoal)"
+                    % (n, self.path, n))
 
     def strerror(self, code: int) -> str:
         """``shoal_strerror(code)`` as a str."""

@@ -19,6 +19,11 @@ handle at a time):
   pool belongs to one block/scan/wait until it ends; the pool opens more
   when all are taken and keeps a few idle ones for reuse.
 
+* **request handles** (no reader slot, like the write handle) serve the
+  file requests (:meth:`Client.hash_file`, :meth:`Client.tail`,
+  :meth:`Client.follow`'s opening): one per request at a time, from a small
+  pool, so a long hash never holds up the writes or another hash.
+
 So a Client is safe to share between threads; threads never see each
 other's snapshots. Reads make no system call and keep working while the
 broker is down.
@@ -33,7 +38,10 @@ and reconnects in the child.
 
 from __future__ import annotations
 
+import codecs
+import collections
 import ctypes
+import itertools
 import datetime
 import errno as _errno
 import math
@@ -63,7 +71,8 @@ from . import _ffi
 from . import errors as _e
 from .errors import Error
 
-__all__ = ["Client", "Reader", "Batch", "connect", "Key", "Value"]
+__all__ = ["Client", "Reader", "Batch", "Follower", "FollowEvent", "connect",
+           "Key", "Value"]
 
 Key = Union[bytes, bytearray, memoryview, str]
 Value = Union[bytes, bytearray, memoryview, str]
@@ -422,6 +431,7 @@ class Client:
         self._r: Optional[_Handle] = None
         self._w: Optional[_Handle] = None
         self._pool: List[_Handle] = []
+        self._rq: List[_Handle] = []  # idle request handles (no slot)
         self._busy: "weakref.WeakSet[_Handle]" = weakref.WeakSet()
         self._tbufs: "weakref.WeakSet[_Bufs]" = weakref.WeakSet()
         self._r_users = 0  # read blocks and scans sharing the read handle
@@ -444,9 +454,11 @@ class Client:
     def _open(self, slot: bool) -> _Handle:
         lib = _lib
         assert lib is not None
-        self._opts.flags = 0 if slot else _ffi.OPEN_NO_SLOT
+        # a copy per call: threads open pool and request handles at once
+        opts = _ffi.Options.from_buffer_copy(self._opts)
+        opts.flags = 0 if slot else _ffi.OPEN_NO_SLOT
         out = c_void_p()
-        code = lib.c.shoal_open(byref(out), self._name_b, byref(self._opts))
+        code = lib.c.shoal_open(byref(out), self._name_b, byref(opts))
         if code:
             detail = lib.c.shoal_last_error(None) or b""
             raise _err(code, detail.decode("utf-8", "replace"))
@@ -461,13 +473,15 @@ class Client:
                 return True
             # invalidate every buffer first (GIL held), then free the
             # inherited handles (their memory only), then open ours
-            old = [self._r, self._w] + self._pool + list(self._busy)
+            old = ([self._r, self._w] + self._pool + self._rq
+                   + list(self._busy))
             for b in list(self._tbufs):
                 b.x.c = None
             for h in old:
                 if h is not None:
                     h.close()
             self._pool = []
+            self._rq = []
             self._busy = weakref.WeakSet()
             self._r = self._w = None
             self._r_users = 0
@@ -571,6 +585,8 @@ class Client:
                 self._r.close()
             with self._plock:
                 pool, self._pool = self._pool, []
+                pool += self._rq
+                self._rq = []
             for h in pool:
                 h.close()
         with self._wlock:
@@ -937,6 +953,422 @@ class Client:
             pairs = (p.partition("=") for p in raw.split())
             d[f] = {k: int(v) for k, _, v in pairs if v.isdigit()}
         return d
+
+    # ------------------------------------------------------- files --
+
+    def _rq_borrow(self) -> _Handle:
+        """A request handle (no reader slot) for this call only."""
+        if self._closed:
+            self._raise_closed()
+        self._check_fork()
+        with self._plock:
+            h = self._rq.pop() if self._rq else None
+        return h if h is not None else self._open(False)
+
+    def _rq_give_back(self, h: _Handle) -> None:
+        if h.ptr == 0:
+            return
+        if self._closed or h.pid != os.getpid():
+            h.close()
+            return
+        with self._plock:
+            if len(self._rq) < _POOL_KEEP:
+                self._rq.append(h)
+                return
+        h.close()
+
+    def _request(self, fn: Any, *args: Any) -> int:
+        """fn(request handle, *args); its result if >= 0, else raise."""
+        while True:
+            h = self._rq_borrow()
+            try:
+                code = fn(h.ptr, *args)
+                if code >= 0:
+                    return int(code)
+                detail = (_lib.c.shoal_last_error(h.ptr) or b"").decode(
+                    "utf-8", "replace")
+            finally:
+                self._rq_give_back(h)
+            if code == _FORKED and self._check_fork():
+                continue
+            raise _err(code, detail)
+
+    def hash_file(self, path: Union[str, bytes, "os.PathLike[Any]"],
+                  alg: str = "blake2b",
+                  digest_size: Optional[int] = None) -> str:
+        """The hex digest of the whole file at @path, computed by the broker.
+
+        The file is opened here (``O_RDONLY``, as this process may) and its
+        descriptor passed to the broker, which hashes it on its worker pool
+        and keeps the digest in a cache shared by every client on the host,
+        keyed by the file's identity, size, mtime and ctime: hashing an
+        unchanged file again costs a round trip, not a read.
+
+        :param alg: ``"blake2b"``, ``"sha256"`` or ``"sha512"``.
+        :param digest_size: digest length in bytes; ``None``: the
+            algorithm's default *as libshoal defines it* (blake2b: 32 bytes,
+            as ``shoal hash`` prints; pass 64 to match ``hashlib.blake2b()``
+            and ``b2sum``). blake2b takes 16..64, the others only their own.
+        :raises InvalidArgument: an unknown algorithm or digest size.
+        :raises NotRegularFile: @path is a directory, FIFO, socket or device.
+        :raises FileChanged: the file kept changing while it was read.
+        :raises OSError: the file can not be opened (``FileNotFoundError``,
+            ``PermissionError``...), or a read failed (:class:`OSFailure`).
+        :raises BrokerUnavailable: no broker (see :mod:`shoal.utils` for a
+            hash that falls back to local hashing).
+        """
+        lib = _lib
+        assert lib is not None
+        lib.need("shoal_hash_fd")
+        a = _alg(alg)
+        size = 0
+        if digest_size is not None:
+            size = int(digest_size)
+            if size <= 0:
+                raise _err(_EINVAL, "digest_size must be > 0, got %r"
+                           % (digest_size,))
+        buf = ctypes.create_string_buffer(_ffi.HASH_MAX)
+        fd = _open_ro(path)
+        try:
+            n = self._request(lib.c.shoal_hash_fd, fd, a, size, buf,
+                              _ffi.HASH_MAX)
+        finally:
+            os.close(fd)
+        return buf.raw[:n].hex()
+
+    def tail(self, path: Union[str, bytes, "os.PathLike[Any]"],
+             n: int = 100, encoding: str = "utf-8",
+             errors: str = "replace") -> List[str]:
+        """The last @n lines of the file at @path, read from its end by the
+        broker (the cost does not grow with the file's size).
+
+        Lines are decoded as ``shoal.utils.read_last_n_lines`` (SkyPilot's)
+        decodes them: each is decoded with @encoding/@errors and
+        ``rstrip('\\r')``-ed; every line but the last gets ``'\\n'`` back;
+        the last has none (whether or not the file ends with one). So
+        ``b"a\\nb\\n"``, n=2 -> ``['a\\n', 'b']``; an empty file -> ``[]``.
+
+        :raises InvalidArgument: @n < 0.
+        :raises TooBig: the lines do not fit in one reply (the broker's
+            ``--max-frame``): ask for fewer.
+        :raises NotRegularFile, OSError, BrokerUnavailable: as
+            :meth:`hash_file`.
+        """
+        lib = _lib
+        assert lib is not None
+        lib.need("shoal_tail_fd", "shoal_lines_free")
+        n = _count(n, "n")
+        out = ctypes.POINTER(_ffi.Lines)()
+        fd = _open_ro(path)
+        try:
+            self._request(lib.c.shoal_tail_fd, fd, n, byref(out))
+        finally:
+            os.close(fd)
+        try:
+            return decode_lines(out, encoding, errors)
+        finally:
+            lib.c.shoal_lines_free(out)
+
+    def follow(self, path: Union[str, bytes, "os.PathLike[Any]"],
+               n: int = 10, *, reopen: bool = True,
+               encoding: str = "utf-8", errors: str = "replace",
+               timeout: Optional[float] = None) -> "Follower":
+        """Follow the file at @path as ``tail -F`` does: its last @n lines,
+        then every line appended, as they are written (the broker watches
+        the file with inotify: no polling)::
+
+            with c.follow("/var/log/app.log", n=0, timeout=60) as f:
+                for item in f:
+                    if isinstance(item, shoal.FollowEvent):
+                        print("--", item.kind, "at", item.offset)
+                    else:
+                        print(item, end="")     # a str ending in "\\n"
+
+        The iterator yields ``str`` lines *with* their ``'\\n'`` (as
+        iterating over a file does; decoded with @encoding/@errors, a
+        ``'\\r'`` before the ``'\\n'`` removed as :meth:`tail` does), and a
+        :class:`FollowEvent` when the file is truncated (``'truncated'``,
+        offset: its new size; following goes on from its start) or rotated
+        (``'rotated'``: renamed or unlinked; with @reopen the new file at
+        @path is followed from its start, otherwise the old one). A line is
+        delivered once its ``'\\n'`` is written.
+
+        :param timeout: iteration stops after that many seconds without a
+            line or event (``None``: never). Iterating again waits anew.
+        :returns: a :class:`Follower` (its own broker connection; this
+            client stays usable, and may even be closed first). Close it,
+            or use it as a context manager.
+        """
+        lib = _lib
+        assert lib is not None
+        lib.need("shoal_follow_open", "shoal_follow_next",
+                 "shoal_follow_close")
+        n = _count(n, "n")
+        if timeout is not None:
+            _ms(timeout, "timeout")  # checks it
+        # libshoal opens @path itself (again at each rotation); opening it
+        # here first gives Python's own exceptions (FileNotFoundError,
+        # PermissionError), as hash_file and tail do
+        os.close(_open_ro(path))
+        p = os.fsencode(path)
+        out = c_void_p()
+        self._request(lib.c.shoal_follow_open, p, n,
+                      _ffi.FOLLOW_REOPEN if reopen else 0, byref(out))
+        return Follower(out.value or 0, os.fsdecode(path), encoding, errors,
+                        timeout)
+
+
+# ----------------------------------------------------------------- files --
+
+
+def _alg(alg: Optional[str]) -> bytes:
+    if alg is None:
+        return b""
+    if not isinstance(alg, str):
+        raise TypeError("alg must be a str, not %s" % type(alg).__name__)
+    try:
+        return alg.encode("ascii")
+    except UnicodeEncodeError:
+        raise _err(_EINVAL, "unknown hash algorithm %r" % alg) from None
+
+
+def _count(n: Any, what: str) -> int:
+    if not isinstance(n, int):
+        raise TypeError("%s must be an int, not %s" % (what,
+                                                       type(n).__name__))
+    if n < 0:
+        raise _err(_EINVAL, "%s must be >= 0, got %d" % (what, n))
+    return min(n, 1 << 62)
+
+
+def _open_ro(path: Any) -> int:
+    """@path opened for the broker: read-only, close-on-exec, and
+    non-blocking so that a FIFO is refused (NotRegularFile) instead of
+    hanging until a writer comes (no effect on a regular file's reads)."""
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+
+
+def lines_blob(p: Any) -> Tuple[bytes, List[int]]:
+    """A ``shoal_lines *`` (non-NULL) as (blob, lengths): every line of it
+    followed by a NUL, in file order, in one bytes object.
+
+    libshoal packs them that way in its one allocation (shoal.h: "One
+    allocation"; libclient/util.c and fileops.c, the line after its
+    predecessor's NUL): one copy instead of a ctypes call per line. The
+    layout is checked, and a different one is copied line by line."""
+    lines = p.contents
+    n = lines.n
+    if n == 0:
+        return b"", []
+    lens = (ctypes.c_size_t * n).from_address(
+        ctypes.cast(lines.len, c_void_p).value or 0)[:]
+    first, last = lines.line[0], lines.line[n - 1]
+    total = sum(lens) + n
+    if first and last and last - first == total - lens[-1] - 1:
+        return ctypes.string_at(first, total), lens
+    line = lines.line
+    return b"".join(ctypes.string_at(line[i], lens[i]) + b"\0"
+                    for i in range(n)), lens
+
+
+def lines_bytes(p: Any) -> List[bytes]:
+    """A ``shoal_lines *`` (non-NULL) as a list of bytes, in file order."""
+    blob, lens = lines_blob(p)
+    ends = list(itertools.accumulate(map((1).__add__, lens)))
+    starts = [0] + ends[:-1]
+    return list(map(blob.__getitem__,
+                    map(slice, starts, map(int.__add__, starts, lens))))
+
+
+# Encodings and error handlers for which decoding the lines joined by NULs
+# and splitting the text at the NULs gives exactly the per-line decoding:
+# each byte of a NUL is a character of its own in these codecs, so no
+# sequence spans two lines, and these handlers treat a sequence cut short by
+# the NUL as they treat one cut short by the end of the line. ('strict' is
+# left out: its message counts positions from the start of the line.)
+_JOINED_CODECS = frozenset(("utf-8", "ascii", "iso8859-1"))
+_JOINED_ERRORS = frozenset(("replace", "ignore", "backslashreplace",
+                            "surrogateescape"))
+
+
+def decode_tail(raw: List[bytes], encoding: str = "utf-8",
+                errors: str = "replace") -> List[str]:
+    """SkyPilot's read_last_n_lines decoding of raw lines (no '\n'):
+    each decoded and rstrip('\r')-ed, '\n' after all but the last."""
+    if not raw:
+        return []
+    out = [line.decode(encoding, errors=errors).rstrip("\r") + "\n"
+           for line in raw[:-1]]
+    out.append(raw[-1].decode(encoding, errors=errors).rstrip("\r"))
+    return out
+
+
+def decode_lines(p: Any, encoding: str = "utf-8",
+                 errors: str = "replace") -> List[str]:
+    """decode_tail() of the lines of a ``shoal_lines *`` (non-NULL), in one
+    decode when that is exactly equivalent (see _JOINED_CODECS)."""
+    blob, lens = lines_blob(p)
+    n = len(lens)
+    if not n:
+        return []
+    parts: List[str] = []
+    if errors in _JOINED_ERRORS:
+        try:
+            joined = codecs.lookup(encoding).name in _JOINED_CODECS
+        except LookupError:
+            joined = False  # decode() below raises what upstream raises
+        if joined:
+            # a NUL in the text comes from a NUL byte and nothing else: n
+            # of them are the separators exactly when no line holds one
+            parts = blob[:-1].decode(encoding, errors=errors).split("\0")
+    if len(parts) != n:
+        return decode_tail(lines_bytes(p), encoding, errors)
+    if b"\r" in blob:
+        parts = list(map(str.rstrip, parts, itertools.repeat("\r")))
+    last = parts.pop()
+    out = list(map(str.__add__, parts, itertools.repeat("\n")))
+    out.append(last)
+    return out
+
+
+class FollowEvent(collections.namedtuple("FollowEvent", "kind offset path")):
+    """Something that happened to a followed file (:meth:`Client.follow`).
+
+    ``kind``: ``'truncated'`` (the file shrank below what was read;
+    ``offset`` is its new size and following goes on from its start) or
+    ``'rotated'`` (it was renamed or unlinked; with ``reopen`` the new file
+    at ``path`` is followed from its start). ``path``: the followed path.
+    """
+
+    __slots__ = ()
+
+
+_FOLLOW_KINDS = {_ffi.FOLLOW_TRUNCATED: "truncated",
+                 _ffi.FOLLOW_ROTATED: "rotated"}
+# Longest single wait in libshoal: Python runs signal handlers (Ctrl-C)
+# only between calls, so a wait forever is made of slices this long.
+_FOLLOW_SLICE_MS = 100
+
+
+class Follower:
+    """An open follow (:meth:`Client.follow`): an iterator of ``str`` lines
+    (with their ``'\\n'``) and :class:`FollowEvent` items.
+
+    ``next()`` waits in slices of 100 ms, so Ctrl-C (KeyboardInterrupt)
+    interrupts it promptly; with a ``timeout`` it stops (StopIteration)
+    after that many seconds without anything to yield. Once closed, or
+    once the follow ended on an error (raised once: BrokerUnavailable
+    means lines may have been missed; open a new follower), iteration
+    stops. A Follower belongs to the process that opened it: after fork()
+    the child gets :class:`shoal.Forked` and must open its own.
+
+    ``fileno()`` is its connection's descriptor, for selectors (drain the
+    buffered lines first: see :meth:`fileno`).
+    """
+
+    def __init__(self, ptr: int, path: str, encoding: str, errors: str,
+                 timeout: Optional[float]) -> None:
+        self._f = ptr
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._ev = _ffi.FollowEvent()
+        self._evp = byref(self._ev)
+        self.path = path
+        self.encoding = encoding
+        self.errors = errors
+        self.timeout = timeout
+
+    def __iter__(self) -> "Follower":
+        return self
+
+    def __next__(self) -> Union[str, FollowEvent]:
+        lib = _lib
+        assert lib is not None
+        nxt = lib.c.shoal_follow_next
+        timeout = self.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ev = self._ev
+        first = True
+        while True:
+            ms = _FOLLOW_SLICE_MS
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 and not first:
+                    raise StopIteration
+                # timeout=0: one call that takes only what is there
+                ms = min(ms, max(0, int(math.ceil(left * 1000))))
+            first = False
+            # the lock per slice, not per next(): close() from another
+            # thread gets in within one slice
+            with self._lock:
+                if not self._f:
+                    raise StopIteration
+                if self._pid != os.getpid():
+                    raise _err(_FORKED, "a follower does not survive "
+                               "fork(); open a new one in the child")
+                code = nxt(self._f, ms, self._evp)
+                if code == 0:
+                    kind = ev.kind
+                    if kind == _ffi.FOLLOW_LINE:
+                        # ev.data is valid until the next call: copy now
+                        raw = ctypes.string_at(ev.data, ev.len)
+                        return raw.decode(self.encoding,
+                                          errors=self.errors).rstrip(
+                                              "\r") + "\n"
+                    name = _FOLLOW_KINDS.get(kind)
+                    if name is not None:
+                        return FollowEvent(name, int(ev.offset), self.path)
+                    continue  # SHOAL_FOLLOW_IDLE, or a kind not known yet
+                if code != _TIMEOUT and code != _EINTR:
+                    self._close_locked()
+                    raise _err(code, "following %s" % self.path)
+            # _TIMEOUT/_EINTR: Python runs signal handlers (Ctrl-C) here
+
+    def fileno(self) -> int:
+        """The follower's connection (``shoal_follow_fd``), for selectors.
+
+        It polls readable when the broker has sent something, but lines
+        that already arrived (a reply carries several; the first one the
+        initial @n lines) are buffered and do not make it readable: drain
+        them before waiting on it, e.g. with ``timeout = 0`` (iteration
+        then stops as soon as nothing is buffered)."""
+        with self._lock:
+            if not self._f:
+                raise _err(_CLOSED, "the follower is closed")
+            return int(_lib.c.shoal_follow_fd(self._f))  # type: ignore
+
+    def _close_locked(self) -> None:
+        f, self._f = self._f, 0
+        if f and _lib is not None and self._pid == os.getpid():
+            # in a child after fork the connection is the parent's: leave
+            # it alone (a few bytes leak there, the parent's follow lives)
+            _lib.c.shoal_follow_close(f)
+
+    def close(self) -> None:
+        """Stop following (idempotent). A ``next()`` blocked in another
+        thread returns within its 100 ms slice, then stops."""
+        with self._lock:
+            self._close_locked()
+
+    @property
+    def closed(self) -> bool:
+        return not self._f
+
+    def __enter__(self) -> "Follower":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return "<shoal.Follower %r%s>" % (self.path,
+                                          " closed" if not self._f else "")
 
 
 def _fill_missing(out: List[Any], st: memoryview, keys: Sequence[Any]) -> None:

@@ -10,6 +10,7 @@ that knows nothing of shoal still catches them sensibly::
     InvalidArgument(Error, ValueError)   Closed(Error, ValueError)
     BrokerUnavailable(Error, ConnectionError)
     Denied(Error, PermissionError)       Timeout(Error, TimeoutError)
+    NotRegularFile(Error, OSError)       FileChanged(Error, OSError)
 
 System failures (``-errno`` codes) are :class:`OSFailure` (an
 :class:`OSError` with ``errno`` set). The table below mirrors the X-macro of
@@ -42,6 +43,8 @@ __all__ = [
     "NoSection",
     "Busy",
     "BrokerUnavailable",
+    "NotRegularFile",
+    "FileChanged",
     "OSFailure",
     "BASE",
     "CODES",
@@ -179,6 +182,26 @@ class BrokerUnavailable(Error, ConnectionError):
     """
 
 
+class NotRegularFile(Error, OSError):
+    """SHOAL_ENOTREG: hashing and tailing need a regular file, and this is a
+    directory, FIFO, socket or device.
+
+    An :class:`OSError` (``errno`` is None), because that is what code
+    around file operations already catches: ``open()`` of a directory
+    raises ``IsADirectoryError``, an OSError too.
+    """
+
+
+class FileChanged(Error, OSError):
+    """SHOAL_ECHANGED: the file kept changing (truncated or rewritten) while
+    the broker read it, so no consistent digest exists; retry once it is
+    quiet.
+
+    An :class:`OSError` (``errno`` is None): an I/O condition of the file,
+    not a bug of the caller.
+    """
+
+
 class OSFailure(Error, OSError):
     """A system failure (a ``-errno`` code); ``errno`` is set."""
 
@@ -210,6 +233,8 @@ _TABLE: Dict[int, Tuple[str, Type[Error]]] = {
     15: ("ENOSECTION", NoSection),
     16: ("EBUSY", Busy),
     17: ("EUNAVAIL", BrokerUnavailable),
+    18: ("ENOTREG", NotRegularFile),
+    19: ("ECHANGED", FileChanged),
 }
 
 #: code -> class, for every SHOAL_E* code (filled in from _TABLE, then

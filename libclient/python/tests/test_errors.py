@@ -36,6 +36,8 @@ EXPECTED = {
     shoal.NoSection: ("ENOSECTION", None),
     shoal.Busy: ("EBUSY", None),
     shoal.BrokerUnavailable: ("EUNAVAIL", ConnectionError),
+    shoal.NotRegularFile: ("ENOTREG", OSError),
+    shoal.FileChanged: ("ECHANGED", OSError),
 }
 
 

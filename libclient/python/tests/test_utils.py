@@ -1,7 +1,12 @@
-"""shoal.utils (pure-Python path) against every rule of UTILITIES.md.
+"""shoal.utils against every rule of UTILITIES.md, in both modes.
 
-No broker and no libshoal needed. cgroup and /proc files are faked under a
-temporary directory through SHOAL_CGROUP_ROOT / SHOAL_PROC_ROOT.
+Every test class runs twice: as is, on the pure-Python path (no libshoal
+needed), and as ``<Class>Native`` with the native path selected
+(``utils._select("native")``; skipped when libshoal or its utility
+functions can not be loaded). Both answer to the same expectations, so
+the two paths give identical results on every case here; test_utils_native
+adds direct comparisons of the two. cgroup and /proc files are faked under
+a temporary directory through SHOAL_CGROUP_ROOT / SHOAL_PROC_ROOT.
 """
 
 from __future__ import annotations
@@ -50,8 +55,22 @@ def reference_tail(data: bytes, n: int, encoding: str = "utf-8",
     return out
 
 
-class TmpDirCase(unittest.TestCase):
+class ModeCase(unittest.TestCase):
+    """Runs its tests with shoal.utils in MODE ("python" or "native")."""
+
+    MODE = "python"
+
     def setUp(self) -> None:
+        if self.MODE == "native" and not utils._load():
+            self.skipTest("libshoal with the shoal_util_* functions could "
+                          "not be loaded (SHOAL_LIB)")
+        utils._select(self.MODE)
+        self.addCleanup(utils._select, utils._MODE)
+
+
+class TmpDirCase(ModeCase):
+    def setUp(self) -> None:
+        super().setUp()
         self.tmp = tempfile.mkdtemp(prefix="shoal-utils-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
 
@@ -201,7 +220,7 @@ class HashFile(TmpDirCase):
             utils.hash_file(os.path.join(self.tmp, "missing"), "sha256")
 
 
-class FindFreePort(unittest.TestCase):
+class FindFreePort(ModeCase):
     def test_skips_bound_port(self) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind(("", 0))
@@ -221,7 +240,7 @@ class FindFreePort(unittest.TestCase):
         self.assertEqual(str(cm.exception), "No free ports available.")
 
 
-class Base36(unittest.TestCase):
+class Base36(ModeCase):
     def test_values(self) -> None:
         self.assertEqual(utils.base36_encode("0"), "0")
         self.assertEqual(utils.base36_encode("0000"), "0")
@@ -249,7 +268,7 @@ class Base36(unittest.TestCase):
             utils.base36_encode("-1f")
 
 
-class FormatFloat(unittest.TestCase):
+class FormatFloat(ModeCase):
     def test_cases(self) -> None:
         f = utils.format_float
         self.assertEqual(f(5), "5")
@@ -270,7 +289,7 @@ class FormatFloat(unittest.TestCase):
         self.assertEqual(f(float("nan")), "nan")
 
 
-class TruncateLongString(unittest.TestCase):
+class TruncateLongString(ModeCase):
     def test_unchanged(self) -> None:
         t = utils.truncate_long_string
         self.assertEqual(t("short"), "short")
@@ -626,6 +645,18 @@ class NoLibshoalNeeded(unittest.TestCase):
         r = subprocess.run([sys.executable, "-c", code], env=env,
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0, r.stderr)
+
+
+def _native(cls: type) -> type:
+    return type(cls.__name__ + "Native", (cls,), {
+        "MODE": "native", "__module__": __name__,
+        "__doc__": "%s with the native path selected." % cls.__name__})
+
+
+for _cls in (ReadLastNLines, HashFile, FindFreePort, Base36, FormatFloat,
+             TruncateLongString, CpuAndMemory, Threads, Processes):
+    globals()[_cls.__name__ + "Native"] = _native(_cls)
+del _cls
 
 
 if __name__ == "__main__":
