@@ -25,9 +25,10 @@
 
 /* ---------------------------------------------------------------- hashing */
 
-/* Hash algorithms: those libsodium provides. */
+/* Hash algorithms: those libsodium provides (BLAKE2b is computed by
+ * futil.c itself, with results identical to crypto_generichash). */
 enum futil_hash_alg {
-  FUTIL_BLAKE2B = 1, /* crypto_generichash, digest 16..64 bytes */
+  FUTIL_BLAKE2B = 1, /* unkeyed BLAKE2b, digest 16..64 bytes */
   FUTIL_SHA256 = 2,  /* crypto_hash_sha256, 32 bytes */
   FUTIL_SHA512 = 3,  /* crypto_hash_sha512, 64 bytes */
 };

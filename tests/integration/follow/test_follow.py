@@ -15,10 +15,10 @@ next line, all in one process, so every line before the switch is in
 log.1 and every line after it in the new log; nothing is written to the
 old file after the rename. The followers drain the old file before they
 report the rotation, so the old file's lines all come before the event.
-libshoal reports a rotation whose new file did not exist yet twice (at
-once, and again with the path once the new file is open): the Go binding
-and the CLI fold the two into one, Python yields both, so for Python the
-checker takes one or two rotation events, both at the switch.
+With reopen, libshoal reports a rotation once, when the new file is
+followed; the checker still accepts a second rotation event at the same
+place from Python (an older libshoal reported one at once and one on the
+reopen), never one anywhere else.
 
 Environment (ctest sets them; see libclient/go/CMakeLists.txt):
   SHOAL_TEST_SHOALD   the shoald binary
