@@ -901,8 +901,13 @@ static void follow_done(struct broker *b, struct job *j) {
                  0);
   }
   f->offset = j->next_off;
+  /* ROTATED only after a read that began once the rotation was known
+   * (j->rotated: f->moved when the job was made, or st_nlink 0 in its own
+   * fstat) and reached the end: whatever was written to the old file
+   * before the rename is then sent first. A rotation seen while a job ran
+   * set f->again, so another read follows. */
   if (j->rotated) f->moved = 1;
-  if (f->moved && !j->more && !f->rotated_sent) {
+  if (j->rotated && !j->more && !f->rotated_sent) {
     f->rotated_sent = 1;
     reply_tail(b, c, f->id, NULL, 0, NULL, NULL, f->offset,
                SHOAL__TAIL_REPLY__EVENT__ROTATED, 0, 0);
