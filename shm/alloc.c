@@ -17,7 +17,8 @@
  *
  * Only the writer calls anything here; readers never look at free memory
  * (reclamation frees a block only after every reader that could see it has
- * left its section). Pages are backed with fallocate (shm__back) before
+ * left its section), except unpinned ones (shoal-inspect), which discard
+ * what they read if the reclaim seqcount moved (read.c). Pages are backed with fallocate (shm__back) before
  * heap_top moves over them, so the allocator fails with SHOAL_ENOSPC instead
  * of handing out memory that would SIGBUS.
  */

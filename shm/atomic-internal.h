@@ -25,6 +25,9 @@
 /* Full barrier: orders earlier stores before later loads (the store-buffer
  * pattern of read_begin vs. reclamation, and of waiters vs. wakers). */
 #define shm_fence_seq_cst() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+/* smp_wmb / smp_rmb of a seqcount (liburcu's cmm_smp_wmb/cmm_smp_rmb) */
+#define shm_fence_release() __atomic_thread_fence(__ATOMIC_RELEASE)
+#define shm_fence_acquire() __atomic_thread_fence(__ATOMIC_ACQUIRE)
 #define shm_cas_acq_rel(p, expp, v)                                            \
   __atomic_compare_exchange_n((p), (expp), (v), 0, __ATOMIC_ACQ_REL,           \
                               __ATOMIC_ACQUIRE)

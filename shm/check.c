@@ -505,13 +505,19 @@ static void walker_free(struct walker *w) {
 }
 
 unsigned shm_check(shm_view *v, int quiescent, shm_check_fn fn, void *arg) {
+  return shm_check_ex(v, quiescent ? SHM_CHECK_QUIESCENT : 0, fn, arg);
+}
+
+unsigned shm_check_ex(shm_view *v, unsigned flags, shm_check_fn fn,
+                      void *arg) {
+  int quiescent = !!(flags & SHM_CHECK_QUIESCENT);
   struct walker w = {0};
   w.base = v->base;
   w.h = v->hdr;
   w.size = v->size;
   w.limit = shm_load_acquire(&v->hdr->backed_end);
   w.pt = (const uint32_t *)(v->base + SHM_PAGETAB_OFF);
-  w.strict = 1;
+  w.strict = !(flags & SHM_CHECK_TOLERANT);
   w.quiescent = quiescent;
   w.fn = fn;
   w.arg = arg;
@@ -527,7 +533,7 @@ unsigned shm_check(shm_view *v, int quiescent, shm_check_fn fn, void *arg) {
     problem(&w, "header: geometry does not match the object");
     return w.problems;
   }
-  int began = v->slot && shm_read_begin(v) == 0;
+  int began = (v->slot || v->unpinned) && shm_read_begin(v) == 0;
   if (!quiescent) {
     if (!began) {
       problem(&w, "a live check needs a reader slot to pin its snapshot");
@@ -537,7 +543,7 @@ unsigned shm_check(shm_view *v, int quiescent, shm_check_fn fn, void *arg) {
     w.live_top = &h->heap_top;
     w.live_limit = &h->backed_end;
   }
-  if (walk(&w) == 0 && quiescent) {
+  if (walk(&w) == 0 && quiescent && w.strict) { /* recovery recounts */
 #define CNT(field, val)                                                        \
   if (shm_load_relaxed(&h->field) != (val))                                    \
     problem(&w, "counter " #field " is %llu, recount %llu",                    \
@@ -627,6 +633,9 @@ int shm__recover(shm_store *s) {
                      "%s: consistency check failed, nothing was changed: %s",
                      s->path, why);
   }
+  /* repairs and the allocator rebuild write into memory an unpinned
+   * reader may be looking at: bracket them (shm__rseq_enter) */
+  shm__rseq_enter(h);
   for (uint64_t p = 0; p < h->npages; p++)
     if (ptcopy[p] != s->pagetab[p]) shm_store_relaxed(&s->pagetab[p], ptcopy[p]);
   free(ptcopy);
@@ -784,10 +793,12 @@ int shm__recover(shm_store *s) {
   h->writer_gen++;
   if (unclean && h->writer_gen > 1) h->recoveries++;
   shm_store_relaxed(&h->clean, 0);
+  shm__rseq_exit(h);
   shm__commit_publish(s, u);
   shm_sweep_readers(s);
   shm_reclaim(s);
 out:
+  if (err) shm__rseq_exit(h); /* out of memory part way: close the bracket */
   free(chain);
   free(keep);
   walker_free(&w);

@@ -31,6 +31,24 @@
  * SHOAL_ECORRUPT, never a wild read. backed_end is cached per view and
  * re-read (acquire; pairs with the release in segment.c:shm__back) only on
  * a miss, because the writer may have backed more since.
+ *
+ * Unpinned sections (SHM_VIEW_UNPINNED; shoal-inspect, which must not
+ * write even the readers object): begin publishes nothing, so the writer
+ * may free and reuse what such a section reads. The writer brackets every
+ * free and rebuild with the header's reclaim_seq (odd inside; see
+ * store-internal.h:shm__rseq_enter), a seqcount:
+ *     reader                              writer (shm_reclaim, recovery)
+ *     q1 = load_acquire(reclaim_seq)      store(reclaim_seq, odd)
+ *     ... reads (bounds-checked) ...      fence (release)      [smp_wmb]
+ *     fence (acquire)         [smp_rmb]   ... frees, rebuilds ...
+ *     q2 = load(reclaim_seq)              store_release(reclaim_seq, even)
+ * If a read saw a store made after the writer's release fence, the
+ * reader's acquire fence synchronises with it and q2 is the odd value or
+ * later, so q2 != q1 and the section is discarded (shm_read_validate). A
+ * free that completed before q1 was loaded made its block unreachable
+ * first (prev cleared, entry unlinked, index replaced), so the section
+ * cannot have followed an offset to it. An odd q1 == q2 is valid only if
+ * the writer is dead (it died inside the bracket; nothing moves).
  */
 #include <errno.h>
 #include <limits.h>
@@ -64,6 +82,15 @@ int shm_read_begin(shm_view *v) {
   if (v->nest++) return 0;
   struct shm_reader_slot *sl = v->slot;
   if (shm_unlikely(!sl)) {
+    if (v->unpinned) {
+      /* An unpinned section (shoal-inspect): nothing is published, so the
+       * writer may free what we read; shm_read_validate tells. Pairs with
+       * the release store in store-internal.h:shm__rseq_exit. */
+      v->rseq = shm_load_acquire(&v->hdr->reclaim_seq);
+      v->snap = shm_load_acquire(&v->hdr->commit_seq);
+      v->now_ms = 0;
+      return 0;
+    }
     v->nest = 0;
     return SHOAL_ENOREADERS;
   }
@@ -87,6 +114,7 @@ int shm_read_begin(shm_view *v) {
 void shm_read_end(shm_view *v) {
   if (!v->nest || --v->nest) return;
   v->snap = 0;
+  if (shm_unlikely(!v->slot)) return; /* unpinned */
   shm_store_relaxed(&v->slot->nest, 0);
   /* pairs with the acquire of snap in store.c:shm__min_snapshot: our reads
    * of the section happen before the writer frees what they touched */
@@ -94,6 +122,28 @@ void shm_read_end(shm_view *v) {
 }
 
 uint64_t shm_view_snapshot(const shm_view *v) { return v->nest ? v->snap : 0; }
+
+int shm_view_writer_alive(const shm_view *v) {
+  const struct shm_header *h = v->hdr;
+  uint64_t pid = shm_load_relaxed(&h->writer_pid);
+  uint64_t start = shm_load_relaxed(&h->writer_start);
+  if (pid == 0 || pid > INT32_MAX || start == 0) return 0;
+  return shm_pid_start_time((pid_t)pid) == start;
+}
+
+int shm_read_validate(shm_view *v) {
+  if (!v->nest) return SHOAL_ENOSECTION;
+  if (v->slot) return 0; /* pinned: nothing we saw can be freed */
+  /* smp_rmb: the section's reads happen before this load; pairs with the
+   * release fence in store-internal.h:shm__rseq_enter */
+  shm_fence_acquire();
+  uint64_t q = shm_load_relaxed(&v->hdr->reclaim_seq);
+  if (q != v->rseq) return -EAGAIN;
+  /* odd and unchanged: a writer is freeing (retry), or one died inside
+   * its bracket and nothing moves any more */
+  if ((q & 1) && shm_view_writer_alive(v)) return -EAGAIN;
+  return 0;
+}
 
 /* The record of entry e visible at the snapshot: 0 and *out filled, or
  * ENOTFOUND (absent, tombstone, expired), or ECORRUPT. With want_tomb, a
@@ -451,4 +501,41 @@ void shm_view_stats(shm_view *v, shm_stats *st) {
     uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
     st->oldest_snapshot_age_ms = now > min_ms ? now - min_ms : 0;
   }
+}
+
+/* ------------------------------------------------------------ history -- */
+
+int shm_history(shm_view *v, const void *key, size_t klen, shm_version *out,
+                size_t cap, size_t *n) {
+  *n = 0;
+  if (!v->nest) return SHOAL_ENOSECTION;
+  if (klen > SHM_KEY_MAX) return SHOAL_ETOOBIG;
+  const struct shm_index *ix = load_index(v);
+  if (!ix) return SHOAL_ECORRUPT;
+  uint64_t h = shm__hash(v->sipkey, key, klen);
+  const struct shm_entry *e;
+  int err = probe(v, ix, h, key, klen, &e);
+  if (err) return err;
+  /* the same walk as resolve(), not stopping at the first visible record */
+  uint64_t ro = shm_load_acquire(&e->head), newer = UINT64_MAX;
+  while (ro) {
+    const struct shm_rec *r = (const struct shm_rec *)ptr(v, ro, sizeof *r);
+    if (!r || (r->flags & ~SHM_REC_FLAGS) || r->version >= newer ||
+        !ptr(v, ro, shm__rec_hdr_bytes(r->flags) + (uint64_t)r->len))
+      return SHOAL_ECORRUPT;
+    newer = r->version;
+    if (r->version <= v->snap) {
+      if (*n < cap)
+        out[*n] = (shm_version){.version = r->version,
+                                .expires_at = shm__rec_expires(r),
+                                .data = shm__rec_data(r),
+                                .len = r->len,
+                                .tombstone = !!(r->flags & SHM_REC_TOMB)};
+      ++*n;
+    }
+    if (r->flags & SHM_REC_EMBED) break;
+    /* pairs with the release of prev's clearing in store.c:shm_reclaim */
+    ro = shm_load_acquire((const uint64_t *)(r + 1));
+  }
+  return 0;
 }

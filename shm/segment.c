@@ -61,6 +61,7 @@ uint32_t shm__fingerprint(void) {
       offsetof(struct shm_header, backed_end),
       offsetof(struct shm_header, skip_next),
       offsetof(struct shm_header, heap_top),
+      offsetof(struct shm_header, reclaim_seq),
       offsetof(struct shm_header, c_keys),
       sizeof(struct shm_entry),
       offsetof(struct shm_entry, next),
@@ -304,7 +305,9 @@ static int create_data(shm_store *s, const shm_config *cfg, const char *name,
   h->reader_slots = nslots;
   h->doorbells = SHM_DOORBELLS;
   randombytes_buf(h->sipkey, sizeof h->sipkey);
-  snprintf(h->name, sizeof h->name, "%s", name);
+  /* NUL-padded; a name of exactly SHM_NAME_MAX bytes fills the field */
+  memset(h->name, 0, sizeof h->name);
+  memcpy(h->name, name, strlen(name));
   h->created_ms = shm_now_ms();
   h->commit_seq = 1;
   h->backed_end = backed;
@@ -343,33 +346,94 @@ fail:
 
 /* ------------------------------------------------------------- attach -- */
 
-/* Validate a mapped data header against the file size. */
-static int check_header(const struct shm_header *h, uint64_t fsize) {
-  if (fsize < SHM_HEADER_BYTES) return SHOAL_ECORRUPT;
-  if (shm_load_acquire(&h->magic) != SHM_MAGIC) return SHOAL_ECORRUPT;
-  if (h->format != SHM_FORMAT_VERSION) return SHOAL_EVERSION;
-  if (h->fingerprint != shm__fingerprint()) return SHOAL_EVERSION;
-  if (h->size != fsize || h->size < SHM_MIN_SIZE || h->size > SHM_MAX_SIZE)
-    return SHOAL_ECORRUPT;
-  if (h->npages != h->size / SHM_PAGE) return SHOAL_ECORRUPT;
+/* Validate a data header (read with pread, or mapped) against the file
+ * size and, when @name is not NULL, the store name the object was opened
+ * by. On failure @why (if not NULL) receives which field is wrong and how:
+ * shoal-inspect prints it, attach logs it. */
+static int check_header(const struct shm_header *h, uint64_t fsize,
+                        const char *name, char *why, size_t cap) {
+#define BAD(err, ...)                                                          \
+  do {                                                                         \
+    if (why) snprintf(why, cap, __VA_ARGS__);                                  \
+    return (err);                                                              \
+  } while (0)
+  typedef unsigned long long ull;
+  if (fsize < SHM_HEADER_BYTES)
+    BAD(SHOAL_ECORRUPT, "the file is %llu bytes, smaller than the %u-byte "
+        "header: not a shoal data object", (ull)fsize, SHM_HEADER_BYTES);
+  uint64_t magic = shm_load_acquire(&h->magic);
+  if (magic != SHM_MAGIC)
+    BAD(SHOAL_ECORRUPT, "magic: 0x%016llx is not 0x%016llx (\"SHOALSEG\"): "
+        "not a shoal data object", (ull)magic, (ull)SHM_MAGIC);
+  if (h->format != SHM_FORMAT_VERSION)
+    BAD(SHOAL_EVERSION, "format: version %u, this build reads version %u: "
+        "made by another shoal release", h->format, SHM_FORMAT_VERSION);
+  if (h->fingerprint != shm__fingerprint())
+    BAD(SHOAL_EVERSION, "fingerprint: layout 0x%08x, this build's is 0x%08x: "
+        "made by an incompatible shoal build", h->fingerprint,
+        shm__fingerprint());
+  if (h->size != fsize)
+    BAD(SHOAL_ECORRUPT, "size: the header says %llu bytes, the file has %llu",
+        (ull)h->size, (ull)fsize);
+  if (h->size < SHM_MIN_SIZE || h->size > SHM_MAX_SIZE)
+    BAD(SHOAL_ECORRUPT, "size: %llu bytes is outside [%llu, %llu]",
+        (ull)h->size, (ull)SHM_MIN_SIZE, (ull)SHM_MAX_SIZE);
+  if (h->npages != h->size / SHM_PAGE)
+    BAD(SHOAL_ECORRUPT, "npages: %llu, but size / %u = %llu", (ull)h->npages,
+        SHM_PAGE, (ull)(h->size / SHM_PAGE));
   if (h->heap_start < SHM_PAGETAB_OFF + h->npages * 4 ||
       h->heap_start % SHM_SLAB || h->heap_start >= h->size)
-    return SHOAL_ECORRUPT;
-  if (h->doorbells != SHM_DOORBELLS) return SHOAL_ECORRUPT;
+    BAD(SHOAL_ECORRUPT, "heap_start: %llu is not a %u-aligned offset between "
+        "the page table's end (%llu) and size (%llu)", (ull)h->heap_start,
+        SHM_SLAB, (ull)(SHM_PAGETAB_OFF + h->npages * 4), (ull)h->size);
+  if (h->doorbells != SHM_DOORBELLS)
+    BAD(SHOAL_ECORRUPT, "doorbells: %u, the format has %u", h->doorbells,
+        SHM_DOORBELLS);
   if (h->reader_slots == 0 || h->reader_slots > SHM_MAX_READER_SLOTS)
-    return SHOAL_ECORRUPT;
+    BAD(SHOAL_ECORRUPT, "reader_slots: %u is outside [1, %u]",
+        h->reader_slots, SHM_MAX_READER_SLOTS);
   uint64_t be = shm_load_acquire(&h->backed_end);
-  if (be < h->heap_start || be > h->size) return SHOAL_ECORRUPT;
+  if (be < h->heap_start || be > h->size)
+    BAD(SHOAL_ECORRUPT, "backed_end: %llu is outside [heap_start %llu, size "
+        "%llu]", (ull)be, (ull)h->heap_start, (ull)h->size);
   uint64_t io = shm_load_acquire(&h->index_off);
   if (io < h->heap_start || io + sizeof(struct shm_index) > be || io % 8)
-    return SHOAL_ECORRUPT;
-  if (shm_load_relaxed(&h->skip_height) > SHM_SKIP_MAXH) return SHOAL_ECORRUPT;
+    BAD(SHOAL_ECORRUPT, "index_off: %llu is not an aligned offset inside the "
+        "backed heap [%llu, %llu)", (ull)io, (ull)h->heap_start, (ull)be);
+  uint32_t sh = shm_load_relaxed(&h->skip_height);
+  if (sh > SHM_SKIP_MAXH)
+    BAD(SHOAL_ECORRUPT, "skip_height: %u exceeds the format's %d levels", sh,
+        SHM_SKIP_MAXH);
+  if (name && (strnlen(h->name, SHM_NAME_MAX) != strlen(name) ||
+               memcmp(h->name, name, strlen(name)) != 0)) {
+    char hn[SHM_NAME_MAX + 1];
+    size_t n = strnlen(h->name, SHM_NAME_MAX);
+    for (size_t i = 0; i < n; i++)
+      hn[i] = (h->name[i] > 32 && h->name[i] < 127) ? h->name[i] : '?';
+    hn[n] = 0;
+    BAD(SHOAL_ECORRUPT, "name: the header names store \"%s\", the object is "
+        "store \"%s\"'s: a renamed or foreign object", hn, name);
+  }
   return 0;
+#undef BAD
+}
+
+/* Why the last shm_view_open of this thread failed. */
+static _Thread_local char view_err[512];
+
+const char *shm_view_lasterr(void) { return view_err; }
+
+static void view_errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void view_errf(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(view_err, sizeof view_err, fmt, ap); /* truncation is fine */
+  va_end(ap);
 }
 
 static int map_readers(const char *rpath, int writable, uint64_t id,
                        uint32_t nslots, int *fdp, struct shm_readers_hdr **rhp,
-                       size_t *sizep) {
+                       size_t *sizep, char *why, size_t cap) {
   int fd = open(rpath, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
   if (fd < 0) return -errno;
   struct stat st;
@@ -382,6 +446,10 @@ static int map_readers(const char *rpath, int writable, uint64_t id,
                 (size_t)nslots * sizeof(struct shm_reader_slot);
   if ((uint64_t)st.st_size < need) {
     close(fd);
+    if (why)
+      snprintf(why, cap, "readers object: %llu bytes, the data header's %u "
+               "reader slots need %zu", (unsigned long long)st.st_size,
+               nslots, need);
     return SHOAL_ECORRUPT;
   }
   void *p = mmap(NULL, need, writable ? PROT_READ | PROT_WRITE : PROT_READ,
@@ -393,12 +461,27 @@ static int map_readers(const char *rpath, int writable, uint64_t id,
   }
   struct shm_readers_hdr *rh = p;
   int err = 0;
-  if (shm_load_acquire(&rh->magic) != SHM_READERS_MAGIC)
+  char buf[256];
+  if (shm_load_acquire(&rh->magic) != SHM_READERS_MAGIC) {
     err = SHOAL_ECORRUPT;
-  else if (rh->format != SHM_FORMAT_VERSION)
+    snprintf(buf, sizeof buf, "readers object: magic 0x%016llx is not "
+             "\"SHOALRDR\"", (unsigned long long)rh->magic);
+  } else if (rh->format != SHM_FORMAT_VERSION) {
     err = SHOAL_EVERSION;
-  else if (rh->nslots != nslots || rh->store_id != id)
+    snprintf(buf, sizeof buf, "readers object: format %u, this build reads "
+             "%u", rh->format, SHM_FORMAT_VERSION);
+  } else if (rh->nslots != nslots) {
+    err = SHOAL_ECORRUPT;
+    snprintf(buf, sizeof buf, "readers object: %u slots, the data header "
+             "says %u", rh->nslots, nslots);
+  } else if (rh->store_id != id) {
     err = SHOAL_ECORRUPT; /* a readers object of another incarnation */
+    snprintf(buf, sizeof buf, "readers object: store_id %016llx is not the "
+             "data object's %016llx: it belongs to another store or an "
+             "earlier incarnation of this one",
+             (unsigned long long)rh->store_id, (unsigned long long)id);
+  }
+  if (err && why) snprintf(why, cap, "%s", buf);
   if (err) {
     munmap(p, need);
     close(fd);
@@ -443,13 +526,9 @@ static int attach(shm_store *s) {
   struct shm_header hb;
   if (pread(fd, &hb, sizeof hb, 0) != (ssize_t)sizeof hb)
     return shm__errf(s, SHOAL_ECORRUPT, "%s: short header", s->path);
-  int err = check_header(&hb, (uint64_t)st.st_size);
-  if (err)
-    return shm__errf(s, err, "%s: %s", s->path,
-                     err == SHOAL_EVERSION
-                         ? "made by an incompatible shoal build (format or "
-                           "layout fingerprint differs)"
-                         : "header is invalid (magic, geometry or offsets)");
+  char why[320];
+  int err = check_header(&hb, (uint64_t)st.st_size, NULL, why, sizeof why);
+  if (err) return shm__errf(s, err, "%s: %s", s->path, why);
   s->size = hb.size;
   s->base = mmap(NULL, s->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (s->base == MAP_FAILED) {
@@ -459,11 +538,12 @@ static int attach(shm_store *s) {
   s->hdr = (struct shm_header *)s->base;
   s->pagetab = (uint32_t *)(s->base + SHM_PAGETAB_OFF);
   s->doorbell = (uint32_t *)(s->base + SHM_DOORBELL_OFF);
+  why[0] = 0;
   err = map_readers(s->rpath, 1, s->hdr->store_id, s->hdr->reader_slots,
-                    &s->rfd, &s->rhdr, &s->rsize);
+                    &s->rfd, &s->rhdr, &s->rsize, why, sizeof why);
   if (err)
     return shm__errf(s, err, "%s: readers object missing or not ours (%s)",
-                     s->rpath, shoal_strerror(err));
+                     s->rpath, why[0] ? why : shoal_strerror(err));
   s->slots = (struct shm_reader_slot *)(s->rhdr + 1);
   return 0;
 }
@@ -574,31 +654,49 @@ int shm_store_unlink(const char *name, const char *dir) {
 
 static int view_map(shm_view *v, const char *name, const char *dir,
                     unsigned flags) {
-  char path[PATH_MAX], rpath[PATH_MAX];
+  char path[PATH_MAX], rpath[PATH_MAX], why[320];
   int err = shm_object_path(path, sizeof path, name, dir, "data");
   if (!err) err = shm_object_path(rpath, sizeof rpath, name, dir, "readers");
-  if (err) return err;
+  if (err) {
+    view_errf("bad store name or directory: %s",
+             shoal_strerror(err));
+    return err;
+  }
   int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -errno;
+  if (fd < 0) {
+    err = -errno;
+    view_errf("%s: %s", path, strerror(errno));
+    return err;
+  }
   struct stat st;
   if (fstat(fd, &st) != 0) {
     err = -errno;
+    view_errf("%s: %s", path, strerror(errno));
     close(fd);
     return err;
   }
   struct shm_header hb;
   if ((uint64_t)st.st_size < sizeof hb ||
       pread(fd, &hb, sizeof hb, 0) != (ssize_t)sizeof hb) {
+    view_errf("%s: the file is %llu bytes, "
+             "smaller than the %u-byte header: not a shoal data object",
+             path, (unsigned long long)st.st_size, SHM_HEADER_BYTES);
     close(fd);
     return SHOAL_ECORRUPT;
   }
-  if ((err = check_header(&hb, (uint64_t)st.st_size)) != 0) {
+  err = check_header(&hb, (uint64_t)st.st_size, name ? name : "default", why,
+                     sizeof why);
+  if (err) {
+    view_errf("%s: %s", path, why);
     close(fd);
     return err;
   }
   void *base = mmap(NULL, hb.size, PROT_READ, MAP_SHARED, fd, 0);
   close(fd); /* the mapping keeps the object */
-  if (base == MAP_FAILED) return -errno;
+  if (base == MAP_FAILED) {
+    view_errf("mmap %s: %s", path, strerror(errno));
+    return -errno;
+  }
   v->base = base;
   v->size = hb.size;
   v->hdr = base;
@@ -606,12 +704,17 @@ static int view_map(shm_view *v, const char *name, const char *dir,
   v->limit = shm_load_acquire(&v->hdr->backed_end);
   int rfd;
   int writable = !(flags & SHM_VIEW_RDONLY_READERS);
+  why[0] = 0;
   err = map_readers(rpath, writable, hb.store_id, hb.reader_slots, &rfd,
-                    &v->rhdr, &v->rsize);
+                    &v->rhdr, &v->rsize, why, sizeof why);
   if (err == -EACCES && writable && (flags & SHM_VIEW_NOSLOT))
     err = map_readers(rpath, 0, hb.store_id, hb.reader_slots, &rfd, &v->rhdr,
-                      &v->rsize);
-  if (err) return err;
+                      &v->rsize, why, sizeof why);
+  if (err) {
+    view_errf("%s: %s", rpath,
+             why[0] ? why : strerror(err < 0 && err > -4096 ? -err : EINVAL));
+    return err;
+  }
   close(rfd);
   v->slots = (struct shm_reader_slot *)(v->rhdr + 1);
   return 0;
@@ -632,12 +735,15 @@ void shm_view_close(shm_view *v) {
 int shm_view_open(shm_view **out, const char *name, const char *dir,
                   unsigned flags) {
   *out = NULL;
+  view_err[0] = 0;
   if (sodium_init() < 0) return -ENOMEM;
   shm_view *v = calloc(1, sizeof *v);
   if (!v) return -ENOMEM;
   v->slot_idx = -1;
   v->pid = getpid();
+  if (flags & SHM_VIEW_UNPINNED) flags |= SHM_VIEW_RDONLY_READERS;
   if (flags & SHM_VIEW_RDONLY_READERS) flags |= SHM_VIEW_NOSLOT;
+  v->unpinned = !!(flags & SHM_VIEW_UNPINNED);
   int err = view_map(v, name, dir, flags);
   if (!err && !(flags & SHM_VIEW_NOSLOT)) {
     int idx = shm__claim_slot(v->rhdr, v->slots, v->pid,

@@ -92,7 +92,11 @@ struct shm_header {
   uint64_t clean;          /* 1 after a clean close, 0 while a writer runs */
   uint64_t last_commit_ms; /* CLOCK_REALTIME ms of the last commit */
   uint64_t recoveries;     /* unclean attaches that ran recovery */
-  uint8_t pad4[16];
+  uint64_t reclaim_seq;    /* seqcount, odd while the writer frees or
+                              rebuilds memory (shm_reclaim, recovery):
+                              W release; unpinned readers (shoal-inspect)
+                              validate against it, see read.c */
+  uint8_t pad4[8];
 
   /* allocator (W only; rebuilt on every attach, inspect reads) */
   alignas(64) uint64_t heap_top; /* bump pointer: heap below it is carved */
@@ -122,6 +126,7 @@ struct shm_header {
 _Static_assert(offsetof(struct shm_header, commit_seq) == 256, "hot line");
 _Static_assert(offsetof(struct shm_header, skip_next) == 320, "skip head");
 _Static_assert(offsetof(struct shm_header, writer_pid) == 576, "writer");
+_Static_assert(offsetof(struct shm_header, reclaim_seq) == 624, "reclaim seq");
 _Static_assert(sizeof(struct shm_header) <= SHM_HEADER_BYTES, "header page");
 _Static_assert(SHM_DOORBELLS * 4 == SHM_PAGETAB_OFF - SHM_DOORBELL_OFF,
                "doorbells fill page 1");
@@ -235,6 +240,8 @@ struct shm_view {
   uint64_t snap;
   uint64_t limit;        /* cached backed_end; re-read on a miss */
   uint64_t now_ms;       /* TTL clock for this section, 0 = not read yet */
+  uint64_t rseq;         /* unpinned section: reclaim_seq at its begin */
+  int unpinned;          /* SHM_VIEW_UNPINNED: sections without a slot */
   uint8_t sipkey[16];
   pid_t pid;
 };

@@ -130,6 +130,27 @@ uint64_t shm__min_snapshot(shm_store *s, uint64_t *busy, uint64_t *oldest_ms);
 /* check.c */
 int shm__recover(shm_store *s);
 
+/*
+ * The reclaim seqcount (header reclaim_seq): odd while the writer frees or
+ * rebuilds memory, so that a reader WITHOUT a slot (shoal-inspect, which
+ * maps everything read-only) can tell whether what it read may have been
+ * freed and reused under it: a seqlock whose readers retry, while pinned
+ * readers never need it. Enter leaves an odd value alone (a writer that
+ * died inside its bracket left it odd; the next one continues the bracket).
+ */
+static inline void shm__rseq_enter(struct shm_header *h) {
+  uint64_t q = shm_load_relaxed(&h->reclaim_seq);
+  if (!(q & 1)) shm_store_relaxed(&h->reclaim_seq, q + 1);
+  /* smp_wmb: the odd value is visible before any free or rebuild store
+   * below; pairs with the acquire fence in read.c:shm_read_validate */
+  shm_fence_release();
+}
+static inline void shm__rseq_exit(struct shm_header *h) {
+  /* the frees above are visible before the even value; pairs with the
+   * acquire load in read.c:shm_read_begin (unpinned sections) */
+  shm_store_release(&h->reclaim_seq, (shm_load_relaxed(&h->reclaim_seq) | 1) + 1);
+}
+
 static inline struct shm_entry *shm__E(const shm_store *s, uint64_t off) {
   return (struct shm_entry *)(s->base + off);
 }

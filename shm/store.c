@@ -189,6 +189,7 @@ size_t shm_reclaim(shm_store *s) {
   s->in_reclaim = 1;
   struct shm_header *h = s->hdr;
   size_t freed = 0, compacted = 0;
+  shm__rseq_enter(h);
   for (int round = 0; round < 2; round++) {
     /* Only what was retired at a commit published before the fence in
      * shm__min_snapshot may go: the store-buffer argument (read.c) covers
@@ -248,6 +249,7 @@ size_t shm_reclaim(shm_store *s) {
     shm__commit_publish(s, u);
     compacted = 0;
   }
+  shm__rseq_exit(h);
   s->commits_since_reclaim = 0;
   s->in_reclaim = 0;
   return freed;

@@ -286,6 +286,11 @@ uint64_t shm_store_wakes(const shm_store *s);
                                 shm_read_begin then fails with ENOREADERS) */
 #define SHM_VIEW_RDONLY_READERS 0x2u /* map the readers object read-only too
                                         (implies NOSLOT): for shoal-inspect */
+#define SHM_VIEW_UNPINNED 0x4u /* RDONLY_READERS, and sections that pin
+                                  nothing: shm_read_begin succeeds without a
+                                  slot, and shm_read_validate says whether
+                                  the writer may have freed what the section
+                                  read (shoal-inspect: never writes) */
 
 /*
  * shm_view_open - map store @name in @dir (NULL: default) for reading.
@@ -309,6 +314,11 @@ SHM_WUR int shm_view_attach_slot(shm_view *v, unsigned slot);
  * a client closing its handle (only if it still records this pid). */
 void shm_view_detach_slot(shm_view *v, int release);
 
+/* Why the last shm_view_open of this thread failed, naming the object and
+ * the field ("/dev/shm/shoal.x.data: magic: 0x... is not ..."); "" if it
+ * did not fail. Never NULL. */
+const char *shm_view_lasterr(void);
+
 /* Releases the slot (if claimed by the view itself) and unmaps. A section
  * still open is ended first. */
 void shm_view_close(shm_view *v);
@@ -321,6 +331,20 @@ void shm_view_close(shm_view *v);
  */
 SHM_WUR int shm_read_begin(shm_view *v);
 void shm_read_end(shm_view *v);
+
+/*
+ * shm_read_validate - for a section of an SHM_VIEW_UNPINNED view: 0 if
+ * nothing the section read can have been freed or reused by the writer
+ * since shm_read_begin (a seqlock over the writer's reclamation), -EAGAIN
+ * if it may have been: discard what was read and begin again. Sections of
+ * a view with a slot always validate (0). SHOAL_ENOSECTION outside one.
+ * Whatever an unpinned section reads is bounds-checked like any read, so
+ * a failed validation costs a retry, never a crash.
+ */
+int shm_read_validate(shm_view *v);
+
+/* 1 if the writer recorded in the header (pid and start time) is alive. */
+int shm_view_writer_alive(const shm_view *v);
 
 /* The snapshot of the current section (0 outside a section). */
 uint64_t shm_view_snapshot(const shm_view *v);
@@ -399,6 +423,85 @@ typedef void (*shm_check_fn)(void *arg, const char *problem);
  * (@quiescent != 0).
  */
 unsigned shm_check(shm_view *v, int quiescent, shm_check_fn fn, void *arg);
+
+/* shm_check_ex flags */
+#define SHM_CHECK_QUIESCENT 0x1u /* no writer runs: check counters too */
+#define SHM_CHECK_TOLERANT 0x2u  /* accept what a writer killed at any
+                                    instruction leaves and recovery repairs
+                                    (unpublished records, half-linked
+                                    towers): for a store whose broker died */
+
+/* shm_check with flags; an SHM_VIEW_UNPINNED view may check a live store
+ * (the caller then validates with shm_read_validate after it returns
+ * inside its own section, or simply reruns: see shoal-inspect). */
+unsigned shm_check_ex(shm_view *v, unsigned flags, shm_check_fn fn, void *arg);
+
+/* --------------------------------------------------- inspection (tools) */
+
+/* The header's identity and geometry, for shoal-inspect (no slot needed). */
+typedef struct shm_info {
+  char name[SHM_NAME_MAX + 1];
+  uint32_t format, fingerprint;
+  uint64_t store_id, created_ms;
+  uint64_t size, heap_start, npages, backed_end, heap_top;
+  uint32_t reader_slots, doorbells, skip_height;
+  uint64_t commit_seq, last_commit_ms;
+  uint64_t index_off, index_bytes, index_capacity, index_used, index_live;
+  uint64_t writer_pid, writer_start, writer_gen, clean, recoveries;
+  uint64_t reclaim_seq;
+  uint64_t readers_hwm; /* one past the highest slot ever claimed */
+} shm_info;
+void shm_view_info(shm_view *v, shm_info *out);
+
+/* One reader slot, copied. */
+typedef struct shm_reader_info {
+  unsigned slot;
+  uint32_t pid;     /* 0: free */
+  uint32_t nest;
+  uint64_t pid_start, snap, begin_ms;
+  int leased;
+} shm_reader_info;
+/* Copy up to @cap slots below the high-water mark into @out (all of them
+ * with @all, else only claimed ones); returns how many were copied. */
+size_t shm_view_readers(shm_view *v, shm_reader_info *out, size_t cap,
+                        int all);
+
+/* One record of a key's version chain (shm_history). */
+typedef struct shm_version {
+  uint64_t version;
+  uint64_t expires_at;
+  const void *data; /* valid until shm_read_end */
+  uint32_t len;
+  int tombstone;
+} shm_version;
+/*
+ * shm_history - inside a section: the records of @key's chain that the
+ * section's snapshot can see, newest first (the current value, then the
+ * older versions still retained for older snapshots or not yet reclaimed).
+ * Up to @cap go to @out; *n receives how many exist (may exceed @cap).
+ * Returns 0, SHOAL_ENOTFOUND (no entry for the key), SHOAL_ENOSECTION,
+ * SHOAL_ETOOBIG, SHOAL_ECORRUPT.
+ */
+int shm_history(shm_view *v, const void *key, size_t klen, shm_version *out,
+                size_t cap, size_t *n);
+
+/* A run of pages in the heap (the allocator's page table). */
+enum shm_run_kind {
+  SHM_RUN_SLAB = 1,   /* a slab of one size class (@cls) */
+  SHM_RUN_EXTENT = 2, /* a large value or a hash index */
+  SHM_RUN_FREE = 3,   /* a free page run */
+  SHM_RUN_UNCARVED = 4, /* from heap_top to the end: never handed out */
+};
+typedef struct shm_run_info {
+  uint64_t offset, pages;
+  int kind;
+  int cls; /* SHM_RUN_SLAB: class index, else -1 */
+} shm_run_info;
+/* Walk the heap's page runs in address order, calling @fn (non-zero stops
+ * the walk and is returned). Bounds-checked: a corrupt page table gives
+ * SHOAL_ECORRUPT (after the runs before the bad entry), never a loop. */
+int shm_view_runs(shm_view *v, int (*fn)(void *arg, const shm_run_info *r),
+                  void *arg);
 
 /* Names of the objects (for tools and tests): writes "DIR/shoal.NAME.data"
  * or ".readers" into @buf. Returns 0, SHOAL_EINVAL (bad name) or -ENAMETOOLONG. */
