@@ -1,7 +1,8 @@
 /*
  * it_cli.c - the `shoal` CLI binary against a real shoald: put/get/del/cas/
- * scan/wait/stats/ping round trips, stdin values, --json output (checked by
- * string matching on the exact text the CLI promises), hash (byte for byte
+ * scan/wait/stats/ping round trips, stats --prometheus (parsed line by
+ * line), stdin values, --json output (checked by string matching on the
+ * exact text the CLI promises), hash (byte for byte
  * against sha256sum, sha512sum and b2sum, and checked by sha256sum -c),
  * tail (-n edge cases, a big file) and tail -f (a writer appending,
  * truncating and rotating, the CLI stopped by SIGTERM), and the exit codes
@@ -350,6 +351,168 @@ START_TEST(cli_stats_ping) {
   it_stop_broker(SIGTERM);
   EXPECT(run("ping"), 5);
   EXPECT(run("stats"), 5);
+}
+END_TEST
+
+/* `stats --prometheus`: the text exposition format, parsed line by line.
+ * Comments are "# HELP NAME TEXT" or "# TYPE NAME gauge|counter", each
+ * metric's TYPE before its samples; every other line is
+ * `name{labels} value` with store="it" among the labels. */
+static int prom_name_char(char ch, int first) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_' ||
+         ch == ':' || (!first && ch >= '0' && ch <= '9');
+}
+
+/* Parse @line as a sample; the metric name goes to @name. Returns NULL or
+ * what is wrong with it. */
+static const char *prom_sample_line(const char *line, char *name, size_t cap,
+                                    int *has_store) {
+  const char *p = line;
+  size_t n = 0;
+  if (!prom_name_char(*p, 1)) return "the name does not start right";
+  while (prom_name_char(*p, 0)) {
+    if (n + 1 < cap) name[n++] = *p;
+    p++;
+  }
+  name[n] = 0;
+  *has_store = 0;
+  if (*p != '{') return "no '{' after the name";
+  p++;
+  while (*p != '}') {
+    const char *lname = p;
+    if (!prom_name_char(*p, 1)) return "a label name does not start right";
+    while (prom_name_char(*p, 0))
+      p++;
+    size_t lnlen = (size_t)(p - lname);
+    if (p[0] != '=' || p[1] != '"') return "no =\" after a label name";
+    p += 2;
+    const char *val = p;
+    while (*p && *p != '"') {
+      if (*p == '\\') {
+        if (p[1] != '\\' && p[1] != '"' && p[1] != 'n')
+          return "a bad escape in a label value";
+        p++;
+      }
+      p++;
+    }
+    if (*p != '"') return "an unterminated label value";
+    if (lnlen == 5 && strncmp(lname, "store", 5) == 0 && p - val == 2 &&
+        strncmp(val, "it", 2) == 0)
+      *has_store = 1;
+    p++;
+    if (*p == ',')
+      p++;
+    else if (*p != '}')
+      return "no ',' or '}' after a label";
+  }
+  p++;
+  if (*p != ' ') return "no space before the value";
+  p++;
+  char *end;
+  errno = 0;
+  double v = strtod(p, &end);
+  if (end == p || *end || errno || v < 0) return "the value is not a number";
+  return NULL;
+}
+
+START_TEST(cli_stats_prometheus) {
+  setup_checks();
+  EXPECT(run("stats", "--help"), 0);
+  OUT_HAS("--prometheus");
+  OUT_HAS("shoal_requests_total");
+  EXPECT(run("--json", "stats", "--prometheus"), 2);
+  ERR_HAS("not both");
+  EXPECT(run("get", "k", "--prometheus"), 2); /* stats only */
+
+  it_start_broker(NULL);
+  EXPECT(run("put", "a", "1"), 0);
+  EXPECT(run("put", "b", "2"), 0);
+  EXPECT(run("cas", "a", "999", "x"), 3); /* an error to count */
+  EXPECT(run("--name", IT_NAME, "stats", "--prometheus"), 0);
+
+  static const char *const want[] = {"shoal_up",
+                                     "shoal_keys",
+                                     "shoal_commit_seq",
+                                     "shoal_commits_total",
+                                     "shoal_size_bytes",
+                                     "shoal_used_bytes",
+                                     "shoal_free_bytes",
+                                     "shoal_index_capacity",
+                                     "shoal_index_used",
+                                     "shoal_records",
+                                     "shoal_retired_bytes",
+                                     "shoal_reclaimed_total",
+                                     "shoal_expired_total",
+                                     "shoal_readers_claimed",
+                                     "shoal_readers_busy",
+                                     "shoal_oldest_snapshot_age_seconds",
+                                     "shoal_connections",
+                                     "shoal_requests_total",
+                                     "shoal_errors_total",
+                                     "shoal_bytes_received_total",
+                                     "shoal_bytes_sent_total",
+                                     "shoal_denied_total",
+                                     "shoal_hash_cache_hits_total",
+                                     "shoal_hash_cache_misses_total",
+                                     "shoal_followers",
+                                     "shoal_uptime_seconds"};
+  enum { NWANT = sizeof want / sizeof want[0] };
+  int seen[NWANT] = {0};
+  char typed[64][64]; /* metrics whose TYPE line came */
+  int ntyped = 0, nsamples = 0;
+  char *text = strdup(P.out), *save = NULL;
+  ck_assert_ptr_nonnull(text);
+  ck_assert_msg(strlen(text) > 0 && text[strlen(text) - 1] == '\n',
+                "output must end with a newline:\n%s", P.out);
+  for (char *line = strtok_r(text, "\n", &save); line;
+       line = strtok_r(NULL, "\n", &save)) {
+    char name[64];
+    if (line[0] == '#') {
+      char kind[8], type[16];
+      int k = sscanf(line, "# %7s %63s %15s", kind, name, type);
+      ck_assert_msg(
+          k >= 2 && (strcmp(kind, "HELP") == 0 || strcmp(kind, "TYPE") == 0),
+          "bad comment line '%s'", line);
+      if (strcmp(kind, "TYPE") == 0) {
+        ck_assert_msg(k == 3 && (strcmp(type, "gauge") == 0 ||
+                                 strcmp(type, "counter") == 0),
+                      "bad TYPE line '%s'", line);
+        ck_assert_msg(strcmp(type, "counter") != 0 ||
+                          strstr(name, "_total") != NULL,
+                      "a counter not named *_total: '%s'", line);
+        ck_assert_int_lt(ntyped, 64);
+        snprintf(typed[ntyped++], sizeof typed[0], "%s", name);
+      }
+      continue;
+    }
+    int has_store;
+    const char *why = prom_sample_line(line, name, sizeof name, &has_store);
+    ck_assert_msg(why == NULL, "sample line '%s': %s", line, why);
+    ck_assert_msg(has_store, "sample line '%s' lacks store=\"it\"", line);
+    int t = 0;
+    for (int i = 0; i < ntyped; i++)
+      t |= strcmp(typed[i], name) == 0;
+    ck_assert_msg(t, "sample '%s' before its TYPE line", line);
+    for (int i = 0; i < NWANT; i++)
+      if (strcmp(want[i], name) == 0) seen[i] = 1;
+    nsamples++;
+  }
+  free(text);
+  for (int i = 0; i < NWANT; i++)
+    ck_assert_msg(seen[i], "no sample of %s in:\n%s", want[i], P.out);
+  ck_assert_int_ge(nsamples, NWANT);
+  /* values and labels as the broker counted them */
+  OUT_HAS("\nshoal_up{store=\"it\"} 1\n");
+  OUT_HAS("\nshoal_keys{store=\"it\"} 2\n");
+  OUT_HAS("\nshoal_requests_total{store=\"it\",type=\"put\"} 2\n");
+  OUT_HAS("\nshoal_errors_total{store=\"it\",code=\"SHOAL_ECONFLICT\"} 1\n");
+  OUT_HAS("# TYPE shoal_requests_total counter\n");
+  OUT_HAS("# TYPE shoal_keys gauge\n");
+
+  /* no broker: nothing on stdout (a textfile never half-written), exit 5 */
+  it_stop_broker(SIGTERM);
+  EXPECT(run("--name", IT_NAME, "stats", "--prometheus"), 5);
+  ck_assert_msg(P.out[0] == 0, "stdout: %s", P.out);
 }
 END_TEST
 
@@ -786,6 +949,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, cli_scan);
   tcase_add_test(tc, cli_wait);
   tcase_add_test(tc, cli_stats_ping);
+  tcase_add_test(tc, cli_stats_prometheus);
   tcase_add_test(tc, cli_store_lookup);
   tcase_add_test(tc, cli_hash);
   tcase_add_test(tc, cli_tail);

@@ -91,6 +91,7 @@ enum {
   O_ALG = 1u << 5,    /* hash: --alg, -a */
   O_LINES = 1u << 6,  /* tail: --lines, -n */
   O_FOLLOW = 1u << 7, /* tail: --follow, -f, -F */
+  O_PROMETHEUS = 1u << 8, /* stats: --prometheus */
 };
 /* Commands taking any of these take short options too (see the top). */
 #define O_SHORT (O_ALG | O_LINES | O_FOLLOW)
@@ -114,6 +115,7 @@ typedef struct cli {
   size_t digest_len;    /* hash: bytes */
   uint64_t lines;       /* tail: -n (default 10) */
   int follow;           /* tail: -f */
+  int prometheus;       /* stats: --prometheus */
   /* the command */
   const struct command *cmd;
   int argc; /* positional arguments */
@@ -522,11 +524,170 @@ static void print_pairs(const char *prefix, const char *s, int json) {
   if (json) putchar('}');
 }
 
+/* ----------------------------------------------------- stats --prometheus
+ *
+ * The Prometheus text exposition format (version 0.0.4), for
+ * node_exporter's textfile collector: "# HELP" and "# TYPE" once per
+ * metric, then "name{labels} value" samples. Every sample carries
+ * store="NAME"; the names are shared with `shoal-inspect stats
+ * --prometheus` where the two overlap (issue 6), so one dashboard reads
+ * either. Counters end in _total; sizes are bytes, ages seconds.
+ */
+
+/* A label value: backslash, double quote and newline escaped, as the
+ * format requires. */
+static void prom_label_value(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] == '\\')
+      fputs("\\\\", stdout);
+    else if (s[i] == '"')
+      fputs("\\\"", stdout);
+    else if (s[i] == '\n')
+      fputs("\\n", stdout);
+    else
+      putchar(s[i]);
+  }
+}
+
+static void prom_head(const char *name, const char *type, const char *help) {
+  printf("# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* One sample's name and labels: NAME{store="STORE"[,LABEL="VALUE"]}. */
+static void prom_sample(const char *name, const char *store, const char *label,
+                        const char *value, size_t vlen) {
+  printf("%s{store=\"", name);
+  prom_label_value(store, strlen(store));
+  if (label) {
+    printf("\",%s=\"", label);
+    prom_label_value(value, vlen);
+  }
+  fputs("\"} ", stdout);
+}
+
+/* A metric of one sample. */
+static void prom_u64(const char *name, const char *type, const char *help,
+                     const char *store, uint64_t v) {
+  prom_head(name, type, help);
+  prom_sample(name, store, NULL, NULL, 0);
+  printf("%" PRIu64 "\n", v);
+}
+
+/* Milliseconds as seconds (a gauge). */
+static void prom_secs(const char *name, const char *help, const char *store,
+                      uint64_t ms) {
+  prom_head(name, "gauge", help);
+  prom_sample(name, store, NULL, NULL, 0);
+  printf("%" PRIu64 ".%03u\n", ms / 1000, (unsigned)(ms % 1000));
+}
+
+/* A counter with one sample per "name=value" pair of @pairs (the Stats
+ * reply's requests or errors), labelled @label="name". */
+static void prom_pairs(const char *name, const char *help, const char *store,
+                       const char *label, const char *pairs) {
+  prom_head(name, "counter", help);
+  const char *s = pairs;
+  while (s && *s) {
+    while (*s == ' ')
+      s++;
+    if (!*s) break;
+    const char *eq = strchr(s, '='), *sp = strchr(s, ' ');
+    if (!sp) sp = s + strlen(s);
+    if (eq && eq < sp) {
+      prom_sample(name, store, label, s, (size_t)(eq - s));
+      printf("%.*s\n", (int)(sp - eq - 1), eq + 1);
+    }
+    s = sp;
+  }
+}
+
+static void print_prometheus(const cli *a, const shoal_stats *st) {
+  /* the store the CLI asked for; with --socket and no --name the broker's
+   * store is whichever it serves, and "default" is what the CLI assumed */
+  const char *s = a->name ? a->name : "default";
+  prom_u64("shoal_up", "gauge", "1: the broker answered this Stats request.", s,
+           1);
+  prom_u64("shoal_keys", "gauge", "Live keys in the store.", s, st->keys);
+  prom_u64("shoal_commit_seq", "gauge",
+           "Sequence number of the last commit (the store's version).", s,
+           st->commit_seq);
+  prom_u64("shoal_commits_total", "counter",
+           "Commits since the store was created.", s, st->commits);
+  prom_u64("shoal_size_bytes", "gauge",
+           "Size of the store, fixed when it was created (shoald --size).", s,
+           st->size);
+  prom_u64("shoal_used_bytes", "gauge",
+           "Bytes handed out by the store's allocator.", s, st->bytes_used);
+  prom_u64("shoal_free_bytes", "gauge",
+           "Bytes of the store not handed out (size - used).", s,
+           st->bytes_free);
+  prom_u64("shoal_index_capacity", "gauge", "Slots of the hash index.", s,
+           st->index_capacity);
+  prom_u64("shoal_index_used", "gauge",
+           "Occupied slots of the hash index, deleted markers included.", s,
+           st->index_used);
+  prom_u64("shoal_records", "gauge",
+           "Value records allocated: current ones and older versions "
+           "still retained.",
+           s, st->records);
+  prom_u64("shoal_retired_bytes", "gauge",
+           "Bytes of replaced or deleted blocks waiting for the readers' "
+           "grace period.",
+           s, st->retired_bytes);
+  prom_u64("shoal_reclaimed_total", "counter",
+           "Retired blocks freed after their grace period.", s, st->reclaimed);
+  prom_u64("shoal_expired_total", "counter",
+           "Keys removed because their TTL passed.", s, st->expired);
+  prom_u64("shoal_readers_claimed", "gauge", "Reader slots claimed.", s,
+           st->readers_claimed);
+  prom_u64("shoal_readers_busy", "gauge",
+           "Reader slots inside a read section (holding a snapshot).", s,
+           st->readers_busy);
+  prom_secs("shoal_oldest_snapshot_age_seconds",
+            "Age of the oldest snapshot a reader holds (0: none).", s,
+            st->oldest_snapshot_age_ms);
+  prom_u64("shoal_connections", "gauge", "Open client connections.", s,
+           st->connections);
+  prom_pairs("shoal_requests_total", "Requests served by the broker, by type.",
+             s, "type", st->requests);
+  prom_pairs("shoal_errors_total",
+             "Requests answered with an error, by code (SHOAL_E* or errno "
+             "name).",
+             s, "code", st->errors);
+  prom_u64("shoal_bytes_received_total", "counter",
+           "Bytes the broker received from clients.", s, st->bytes_in);
+  prom_u64("shoal_bytes_sent_total", "counter",
+           "Bytes the broker sent to clients.", s, st->bytes_out);
+  prom_u64("shoal_denied_total", "counter",
+           "Connections refused by the uid/gid check.", s, st->denied);
+  prom_u64("shoal_hash_cache_hits_total", "counter",
+           "HashFile requests answered from the digest cache.", s,
+           st->hash_cache_hits);
+  prom_u64("shoal_hash_cache_misses_total", "counter",
+           "HashFile requests that read the file.", s, st->hash_cache_misses);
+  prom_u64("shoal_followers", "gauge", "Active file follows (tail -f).", s,
+           st->followers);
+  prom_secs("shoal_uptime_seconds", "Seconds since the broker started.", s,
+            st->uptime_ms);
+}
+
+static int check_stats(cli *a) {
+  if (a->prometheus && a->json) {
+    errorf(a, "give --json or --prometheus, not both");
+    return EX_USAGE;
+  }
+  return 0;
+}
+
 static int cmd_stats(cli *a) {
   shoal_stats st;
   memset(&st, 0, sizeof st);
   int rc = shoal_stats_get(a->c, &st);
   if (rc) return fail(a, rc);
+  if (a->prometheus) {
+    print_prometheus(a, &st);
+    return EX_OK;
+  }
   const struct {
     const char *name;
     uint64_t v;
@@ -856,10 +1017,31 @@ static const command commands[] = {
      "    --after 0 returns at once if KEY exists. No polling: a futex on the\n"
      "    shared segment. --timeout MS: give up after MS ms (exit 4);\n"
      "    default: wait forever.\n"},
-    {"stats", cmd_stats, NULL, 0, 0, 0, 0, "stats",
+    {"stats", cmd_stats, check_stats, 0, 0, O_PROMETHEUS, 0,
+     "stats [--prometheus]",
      "    The broker's statistics as \"name: value\" lines (requests and\n"
      "    errors as \"requests.TYPE: N\" and \"errors.CODE: N\"), or one JSON\n"
-     "    object with --json.\n"},
+     "    object with --json.\n"
+     "    --prometheus: the Prometheus text format instead, for\n"
+     "    node_exporter's textfile collector: # HELP and # TYPE lines, then\n"
+     "    one \"NAME{store=\"STORE\"} VALUE\" line per sample (STORE: --name,\n"
+     "    default \"default\"). Gauges: shoal_up (1), shoal_keys,\n"
+     "    shoal_commit_seq, shoal_size_bytes, shoal_used_bytes,\n"
+     "    shoal_free_bytes, shoal_index_capacity, shoal_index_used,\n"
+     "    shoal_records, shoal_retired_bytes, shoal_readers_claimed,\n"
+     "    shoal_readers_busy, shoal_oldest_snapshot_age_seconds,\n"
+     "    shoal_connections, shoal_followers, shoal_uptime_seconds.\n"
+     "    Counters: shoal_commits_total, shoal_reclaimed_total,\n"
+     "    shoal_expired_total, shoal_requests_total{type=\"put\",...},\n"
+     "    shoal_errors_total{code=\"SHOAL_ECONFLICT\",...},\n"
+     "    shoal_bytes_received_total, shoal_bytes_sent_total,\n"
+     "    shoal_denied_total, shoal_hash_cache_hits_total,\n"
+     "    shoal_hash_cache_misses_total. The names are shoal-inspect's\n"
+     "    (shoal-inspect stats --prometheus) where the two overlap. With no\n"
+     "    broker nothing is printed and the exit status is 5, so\n"
+     "        shoal stats --prometheus > shoal.prom.tmp &&\n"
+     "          mv shoal.prom.tmp /var/lib/node_exporter/shoal.prom\n"
+     "    never leaves a half-written file. Not with --json.\n"},
     {"ping", cmd_ping, NULL, 0, 0, 0, 0, "ping",
      "    Round trip to the broker; prints PONG and the time it took.\n"},
     {"hash", cmd_hash, check_hash, 1, INT_MAX, O_ALG, 0,
@@ -1053,6 +1235,9 @@ static int command_opt(cli *a, int argc, char **argv, int *i) {
   } else if (strcmp(arg, "--follow") == 0) {
     n = strlen(arg);
     o = O_FOLLOW;
+  } else if (strcmp(arg, "--prometheus") == 0) {
+    n = strlen(arg);
+    o = O_PROMETHEUS;
   } else {
     return 0;
   }
@@ -1067,6 +1252,10 @@ static int command_opt(cli *a, int argc, char **argv, int *i) {
   }
   if (o == O_FOLLOW) {
     a->follow = 1;
+    return 1;
+  }
+  if (o == O_PROMETHEUS) {
+    a->prometheus = 1;
     return 1;
   }
   if (!(v = opt_value(argc, argv, i, arg, n))) {

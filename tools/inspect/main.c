@@ -457,8 +457,7 @@ static int cmd_summary(ctx *c) {
            (unsigned long long)s.in.writer_gen,
            (unsigned long long)s.in.recoveries);
   else if (!strcmp(s.bstate, "stopped"))
-    printf("broker:      pid %llu, stopped (clean shutdown)\n",
-           (unsigned long long)s.in.writer_pid);
+    printf("broker:      stopped (clean shutdown)\n");
   else
     printf("broker:      pid %llu, crashed (no clean shutdown: the next shoald "
            "runs recovery; nothing acknowledged is lost)\n",
@@ -1165,7 +1164,7 @@ static int cmd_top(ctx *c) {
     if (tty) {
       fmt_time(tm, sizeof tm, t);
       printf("\033[H\033[2J");
-      printf("shoal-inspect top: store %s (%s), every %.1f s; q or ^C to "
+      printf("shoal-inspect top: store %s (%s), every %.1f s; ^C to "
              "quit\n%s   broker pid %llu %s\n\n",
              s.in.name, c->path, o->interval, tm,
              (unsigned long long)s.in.writer_pid, s.bstate);

@@ -1,15 +1,18 @@
 // Command go-worker is the Go worker of tools/quickstart: it reads the
 // shared configuration in one snapshot (zero-copy, from shared memory),
 // publishes its status with an atomic batch, tries to claim the job the
-// Python worker may have claimed first, and waits for a key another
-// process writes. It prints each step.
+// other workers may have claimed first, then stays attached until another
+// process puts the stop key (signal/stop), after putting ready/go. It
+// prints each step, prefixed [go].
 package main
 
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	"shoal.dev/shoal"
@@ -22,8 +25,15 @@ func main() {
 	}
 }
 
+var (
+	name    = flag.String("name", "default", "the store")
+	stopKey = flag.String("stop-key", "signal/stop", "wait for this key before exiting")
+	timeout = flag.Duration("timeout", 60*time.Second, "give up waiting for the stop key after this long")
+)
+
 func run() error {
-	c, err := shoal.Open("default")
+	flag.Parse()
+	c, err := shoal.Open(*name)
 	if err != nil {
 		return err
 	}
@@ -59,13 +69,22 @@ func run() error {
 	} else {
 		fmt.Println("[go] claimed jobs/42")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// Stay attached until another process puts the stop key (quickstart
+	// does, after showing shoal-inspect), and say so with ready/go first.
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	fmt.Println("[go] waiting for signal/go (another process will put it) ...")
-	v, err := c.Wait(ctx, []byte("signal/go"), 0)
-	if err != nil {
+	fmt.Printf("[go] waiting for %s (another process will put it) ...\n", *stopKey)
+	if _, err := c.Put([]byte("ready/go"), []byte(strconv.Itoa(os.Getpid()))); err != nil {
 		return err
 	}
-	fmt.Printf("[go] woken: signal/go is at version %d\n", v)
+	v, err := c.Wait(ctx, []byte(*stopKey), 0)
+	if err != nil {
+		return fmt.Errorf("waiting for %s: %w", *stopKey, err)
+	}
+	fmt.Printf("[go] woken: %s is at version %d\n", *stopKey, v)
+	if _, err := c.Put([]byte("status/"+me), []byte("done")); err != nil {
+		return err
+	}
+	fmt.Printf("[go] set status/%s = done; exiting\n", me)
 	return nil
 }
