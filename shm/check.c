@@ -460,6 +460,9 @@ static int walk(struct walker *w) {
               (unsigned long long)w->ents[i]);
   /* upper levels: sorted, subsets, and linked exactly below height */
   unsigned sh = shm_load_relaxed(&h->skip_height);
+  if (sh == 0 && w->nlist)
+    problem(w, "skiplist: skip_height is 0 but level 0 holds %zu entries",
+            w->nlist);
   for (unsigned lvl = 1; lvl < SHM_SKIP_MAXH; lvl++) {
     uint64_t cur = shm_load_acquire(&h->skip_next[lvl]);
     size_t pos = 0; /* position in level 0 */

@@ -356,11 +356,23 @@ int shm_scan(shm_view *v, const void *start, size_t slen, const void *end,
   /* walk level 0: strictly increasing keys, which also bounds the walk */
   const uint8_t *prev = NULL;
   size_t prevlen = 0;
+  /* the descent leaves us before the first key >= start; a damaged header
+   * (skip_height too low) may not: skip what lies below start */
+  int below = slen != 0;
   uint64_t nx = shm_load_acquire(&cur[0]);
   while (nx) {
     const struct shm_entry *e = entry_at(v, nx, &key);
     if (!e) return SHOAL_ECORRUPT;
     if (prev && keycmp(prev, prevlen, key, e->klen) >= 0) return SHOAL_ECORRUPT;
+    prev = key;
+    prevlen = e->klen;
+    if (shm_unlikely(below)) {
+      if (keycmp(key, e->klen, start, slen) < 0) {
+        nx = shm_load_acquire(&e->next[0]);
+        continue;
+      }
+      below = 0;
+    }
     if (end && keycmp(key, e->klen, end, elen) >= 0) break;
     shm_val val;
     int st = resolve(v, e, &val, 0);
@@ -370,8 +382,6 @@ int shm_scan(shm_view *v, const void *start, size_t slen, const void *end,
     } else if (st != SHOAL_ENOTFOUND) {
       return st;
     }
-    prev = key;
-    prevlen = e->klen;
     nx = shm_load_acquire(&e->next[0]);
   }
   return 0;

@@ -122,7 +122,9 @@ static void help(FILE *f) {
 "    get KEY\n"
 "        The value (text when printable, else a hex dump), its version,\n"
 "        TTL left, and the older versions still retained for older\n"
-"        snapshots or not reclaimed yet. Exit 1 if absent.\n"
+"        snapshots or not reclaimed yet (history: newest first, without\n"
+"        the current one; for an absent key, its tombstone and what lies\n"
+"        behind it). Exit 1 if absent.\n"
 "        JSON: key found version len expires_at ttl_ms value [encoding]\n"
 "        printable history[{version len tombstone expires_at}] snapshot\n"
 "    readers [--all]\n"
@@ -558,8 +560,15 @@ static void krows_free(kscan *k) {
 static int kscan_cb(void *arg, const void *key, size_t klen,
                     const shm_val *val) {
   kscan *k = arg;
-  if (k->has_cursor && klen == k->clen && !memcmp(key, k->cursor, klen))
-    return 0; /* the last key of the previous chunk */
+  if (k->has_cursor) {
+    /* byte order, shorter first on a common prefix (as shm_scan) */
+    size_t m = klen < k->clen ? klen : k->clen;
+    int d = m ? memcmp(key, k->cursor, m) : 0;
+    if (!d) d = (klen > k->clen) - (klen < k->clen);
+    if (d == 0) return 0;           /* the last key of the previous chunk */
+    if (d < 0) return SHOAL_ECORRUPT; /* behind the cursor: a damaged list
+                                         would make the listing loop */
+  }
   if (k->n == k->want) {
     k->more = 1;
     return 1;
@@ -723,6 +732,11 @@ static int get_fn(ctx *c, FILE *out, void *arg) {
     size_t n = 0;
     int hr = shm_history(c->v, key, strlen(key), g->hist, HIST_MAX, &n);
     if (hr == 0) g->nhist = n < HIST_MAX ? n : HIST_MAX;
+    /* history: what is retained besides the value get returned */
+    if (hr == 0 && g->rc == 0 && g->nhist && g->hist[0].version == g->version) {
+      memmove(g->hist, g->hist + 1, (g->nhist - 1) * sizeof g->hist[0]);
+      g->nhist--;
+    }
     /* data pointers die with the section: keep only the figures */
     for (size_t i = 0; i < g->nhist; i++) g->hist[i].data = NULL;
     if (hr == SHOAL_ECORRUPT) g->rc = hr;
@@ -806,14 +820,15 @@ static int cmd_get(ctx *c) {
     } else {
       printf("ttl:      none\n");
     }
-    if (g->nhist > 1) {
-      printf("versions: %zu retained (newest first):", g->nhist);
+    if (g->nhist) {
+      printf("older:    %zu version%s retained (newest first):", g->nhist,
+             g->nhist == 1 ? "" : "s");
       for (size_t i = 0; i < g->nhist; i++)
         printf(" %llu%s", (unsigned long long)g->hist[i].version,
                g->hist[i].tombstone ? " (deleted)" : "");
       printf("\n");
     } else {
-      printf("versions: only the current one\n");
+      printf("older:    none retained\n");
     }
     if (printable(g->val, g->len)) {
       printf("value:\n");
