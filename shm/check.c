@@ -788,6 +788,17 @@ int shm__recover(shm_store *s) {
   h->c_value_bytes = vb;
   h->c_records = recs;
   h->c_entries = nkeep;
+  /* the index's own counts are recounted too: damage that loses no key
+   * (an empty slot flipped to a deleted marker) leaves them off, and the
+   * load factor that decides growth must be true */
+  uint64_t used = 0, live = 0;
+  for (uint64_t i = 0; i < ix->capacity; i++) {
+    uint64_t sv = ix->slot[i];
+    used += sv != 0;
+    live += sv != 0 && sv != SHM_SLOT_DELETED;
+  }
+  ix->used = used;
+  ix->live = live;
   h->c_index_used = ix->used;
 
   /* identity of the new writer; the empty commit u publishes the repairs */
