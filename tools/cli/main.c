@@ -1039,9 +1039,10 @@ static const command commands[] = {
      "    shoal_hash_cache_misses_total. The names are shoal-inspect's\n"
      "    (shoal-inspect stats --prometheus) where the two overlap. With no\n"
      "    broker nothing is printed and the exit status is 5, so\n"
-     "        shoal stats --prometheus > shoal.prom.tmp &&\n"
-     "          mv shoal.prom.tmp /var/lib/node_exporter/shoal.prom\n"
-     "    never leaves a half-written file. Not with --json.\n"},
+     "        shoal stats --prometheus > DIR/shoal.prom.$$ &&\n"
+     "          mv DIR/shoal.prom.$$ DIR/shoal.prom\n"
+     "    (DIR: node_exporter's --collector.textfile.directory) never\n"
+     "    leaves a half-written shoal.prom. Not with --json.\n"},
     {"ping", cmd_ping, NULL, 0, 0, 0, 0, "ping",
      "    Round trip to the broker; prints PONG and the time it took.\n"},
     {"hash", cmd_hash, check_hash, 1, INT_MAX, O_ALG, 0,

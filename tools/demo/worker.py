@@ -19,8 +19,10 @@ import shoal
 
 
 def say(msg: str) -> None:
-    # three workers print at once: one whole line per write
-    print(f"[python] {msg}", flush=True)
+    # Three workers print to one pipe at once: each line must be one
+    # write(2) (print() may write the text and its newline apart).
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), f"[python] {msg}\n".encode())
 
 
 def main() -> int:
