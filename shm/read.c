@@ -225,14 +225,19 @@ static int probe(shm_view *v, const struct shm_index *ix, uint64_t h,
   return SHOAL_ECORRUPT; /* no empty slot: the index is not ours */
 }
 
-int shm_get(shm_view *v, const void *key, size_t klen, shm_val *out) {
+/* The entry of @key in the current index (shm_get, shm_history). */
+static inline int lookup(shm_view *v, const void *key, size_t klen,
+                         const struct shm_entry **ep) {
   if (shm_unlikely(!v->nest)) return SHOAL_ENOSECTION;
   if (shm_unlikely(klen > SHM_KEY_MAX)) return SHOAL_ETOOBIG;
   const struct shm_index *ix = load_index(v);
   if (!ix) return SHOAL_ECORRUPT;
-  uint64_t h = shm__hash(v->sipkey, key, klen);
+  return probe(v, ix, shm__hash(v->sipkey, key, klen), key, klen, ep);
+}
+
+int shm_get(shm_view *v, const void *key, size_t klen, shm_val *out) {
   const struct shm_entry *e;
-  int err = probe(v, ix, h, key, klen, &e);
+  int err = lookup(v, key, klen, &e);
   if (err) return err;
   return resolve(v, e, out, 0);
 }
@@ -518,13 +523,8 @@ void shm_view_stats(shm_view *v, shm_stats *st) {
 int shm_history(shm_view *v, const void *key, size_t klen, shm_version *out,
                 size_t cap, size_t *n) {
   *n = 0;
-  if (!v->nest) return SHOAL_ENOSECTION;
-  if (klen > SHM_KEY_MAX) return SHOAL_ETOOBIG;
-  const struct shm_index *ix = load_index(v);
-  if (!ix) return SHOAL_ECORRUPT;
-  uint64_t h = shm__hash(v->sipkey, key, klen);
   const struct shm_entry *e;
-  int err = probe(v, ix, h, key, klen, &e);
+  int err = lookup(v, key, klen, &e);
   if (err) return err;
   /* the same walk as resolve(), not stopping at the first visible record */
   uint64_t ro = shm_load_acquire(&e->head), newer = UINT64_MAX;

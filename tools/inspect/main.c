@@ -1072,14 +1072,9 @@ static void prom(FILE *f, const char *store, int meta, const char *name,
 }
 
 static int cmd_stats(ctx *c) {
+  if (c->o->json) return cmd_summary(c); /* the same object */
   state s;
   load_state(c, &s);
-  if (c->o->json) {
-    jw j;
-    j_begin(&j, stdout);
-    summary_json(c, &s, &j);
-    return EXIT_OK;
-  }
   int m = c->o->prometheus;
   const char *n = s.in.name;
   FILE *f = stdout;
