@@ -173,7 +173,10 @@ static const char *env_nonempty(const char *name) {
   return v && *v ? v : NULL;
 }
 
-/* mkdir -p: parents 0755, the last component @mode. */
+/* mkdir -p: parents 0755, the last component @mode. A last component
+ * created here gets exactly @mode (chmod after mkdir): the umask must not
+ * narrow the documented 0750 of a shared RUNDIR (a umask of 077 made it
+ * 0700). An existing directory keeps its mode. */
 static int make_dirs(const char *path, mode_t mode) {
   char buf[PATH_MAX];
   if (strlen(path) >= sizeof buf) return -ENAMETOOLONG;
@@ -184,7 +187,11 @@ static int make_dirs(const char *path, mode_t mode) {
     if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -errno;
     *p = '/';
   }
-  if (mkdir(buf, mode) != 0 && errno != EEXIST) return -errno;
+  if (mkdir(buf, mode) == 0) {
+    if (chmod(buf, mode) != 0) return -errno;
+  } else if (errno != EEXIST) {
+    return -errno;
+  }
   struct stat st;
   if (stat(buf, &st) != 0) return -errno;
   if (!S_ISDIR(st.st_mode)) return -ENOTDIR;
