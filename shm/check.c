@@ -600,8 +600,45 @@ static void mark(uint64_t off) {
   uint64_t i = (off - rec_heap_start) / 8;
   rec_bits[i >> 6] |= 1ull << (i & 63);
 }
+/* Blocks that were on the old writer's free lists (rec_free): no reader
+ * can hold one (a block is freed only after its grace period), so they are
+ * free again at once. Every other unreachable block may still be in a
+ * surviving reader's snapshot (the crashed commit's, or one retired but
+ * not yet freed): retired, reused after the grace period. Retiring the
+ * free blocks too made every restart park all free slab space for a grace
+ * period while the writes after it carved new slabs: the heap ratcheted up
+ * by one window of writes per crash until the store was full (ENOSPC after
+ * ~100 kill -9s under load, tests/stress broker-torture). */
+static uint64_t *rec_free;
 static void unreached(shm_store *s, uint64_t off) {
-  shm__retire(s, off | SHM_RK_RAW, s->hdr->commit_seq + 1, 0, 0);
+  uint64_t i = (off - rec_heap_start) / 8;
+  if (rec_free && (rec_free[i >> 6] >> (i & 63)) & 1)
+    shm__free(s, off);
+  else
+    shm__retire(s, off | SHM_RK_RAW, s->hdr->commit_seq + 1, 0, 0);
+}
+
+/* Mark the blocks on the old free lists in rec_free. The lists are
+ * followed defensively (a crash or damage may have left a bad link): each
+ * block must be a block of its class inside a carved slab, and a list can
+ * not be longer than the heap has blocks; the first bad link ends that
+ * list, whose rest is then simply retired. */
+static void mark_free_lists(shm_store *s, const struct walker *w) {
+  struct shm_header *h = s->hdr;
+  uint64_t hs = h->heap_start, top = h->heap_top;
+  for (int c = 0; c < SHM_NCLASSES; c++) {
+    uint64_t bs = shm__class_size(c), most = (top - hs) / bs + 1, n = 0;
+    for (uint64_t b = h->class_free[c]; b && n < most; n++) {
+      uint64_t got;
+      if (b < hs || b >= top || b % 8 ||
+          block_of((struct walker *)w, b, &got) != b || got != bs)
+        break;
+      uint64_t i = (b - hs) / 8;
+      if (rec_bits[i >> 6] >> (i & 63) & 1) break; /* reachable: damage */
+      rec_free[i >> 6] |= 1ull << (i & 63);
+      b = *(const uint64_t *)(s->base + b);
+    }
+  }
 }
 
 static void fail_log(void *arg, const char *msg) {
@@ -730,7 +767,11 @@ int shm__recover(shm_store *s) {
       ro = (r->flags & SHM_REC_EMBED) ? 0 : *shm__rec_prev(r);
     }
   }
+  rec_free = calloc(nbits / 64 + 1, 8); /* none: all are retired */
+  if (rec_free) mark_free_lists(s, &w);
   shm__alloc_rebuild(s, rec_bits, unreached);
+  free(rec_free);
+  rec_free = NULL;
   free(rec_bits);
   rec_bits = NULL;
   for (size_t i = 0; i < nkeep; i++) {
