@@ -378,7 +378,8 @@ static counts C;
 
 static struct pinger {
   pthread_t th;
-  volatile int stop; /* set by main, read by the thread; joined after */
+  int stop; /* set by main, read by the thread (relaxed atomics); joined
+               after, so the join orders everything else */
   uint64_t *rtt;     /* microseconds */
   size_t n, cap;
   uint64_t sent, lost;
@@ -450,7 +451,7 @@ static void *pinger(void *arg) {
   struct timeval tv = {5, 0}; /* a Ping unanswered for 5 s is lost */
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   uint64_t id = 1;
-  while (!P.stop) {
+  while (!__atomic_load_n(&P.stop, __ATOMIC_RELAXED)) {
     Shoal__Ping pg = SHOAL__PING__INIT;
     uint8_t payload[8];
     memcpy(payload, &id, 8);
@@ -480,7 +481,9 @@ static void *pinger(void *arg) {
       P.rtt = realloc(P.rtt, P.cap * sizeof *P.rtt);
       if (!P.rtt) abort();
     }
-    P.rtt[P.n++] = dt;
+    P.rtt[P.n] = dt;
+    /* the progress line reads the count while we run (main.c: report) */
+    __atomic_store_n(&P.n, P.n + 1, __ATOMIC_RELAXED);
     usleep(opt_ping_ms * 1000u);
   }
   close(fd);
@@ -913,7 +916,8 @@ static void run_loop(uint64_t ms, int churn) {
         tot += C.done[t];
       say("  %5.0f s: %" PRIu64 " requests, %u live connections, %" PRIu64
           " drops, %zu pings\n",
-          (double)(now - t0) / 1e6, tot, live, C.drops, P.n);
+          (double)(now - t0) / 1e6, tot, live, C.drops,
+          __atomic_load_n(&P.n, __ATOMIC_RELAXED));
     }
     refill();
     int n = epoll_wait(epfd, evs, 256, opt_rate && load_on ? 1 : 50);
@@ -1192,7 +1196,7 @@ int main(int argc, char **argv) {
   load_on = 0;
   run_loop(0, 0); /* drain what is in flight */
   uint64_t t2 = now_us();
-  P.stop = 1;
+  __atomic_store_n(&P.stop, 1, __ATOMIC_RELAXED);
   pthread_join(P.th, NULL);
   uint64_t end_anon, end_rss;
   sample_rss();

@@ -7,7 +7,9 @@
 # that already has everything never touches apt or the network.
 
 # DESIGN.md section 1 lists the dependencies. clang and libclang-rt-dev (the
-# sanitizer and libFuzzer runtimes) serve the fuzz tier; liblmdb-dev the
+# sanitizer and libFuzzer runtimes: on Debian 12 libFuzzer's
+# libclang_rt.fuzzer-x86_64.a is in libclang-rt-14-dev, not in clang-14)
+# serve the fuzz tier; valgrind the unit tier under memcheck; liblmdb-dev the
 # side-by-side benchmark; libsystemd-dev the broker's sd_notify; python3 the
 # benchmark's smoke test (bench/smoke.sh) and the Python package;
 # redis-server and redis-tools (redis-benchmark) the put benchmark's peer;
@@ -27,6 +29,7 @@ SHOAL_DEPS=(
   liblmdb-dev
   clang
   libclang-rt-dev
+  valgrind
   python3
   redis-server
   redis-tools
