@@ -13,9 +13,11 @@
 # side-by-side benchmark; libsystemd-dev the broker's sd_notify; python3 the
 # benchmark's smoke test (bench/smoke.sh) and the Python package;
 # redis-server and redis-tools (redis-benchmark) the put benchmark's peer;
+# memcached the get peer of bench/shoal-peers-bench (issue 8);
 # golang-go the Go module; python3-pip/-venv/-setuptools installing the
 # Python package; python3-lmdb and python3-redis the Python benchmark's peers
-# (Debian's /usr/bin/python3 has them; a pyenv python3 on PATH does not).
+# (Debian's /usr/bin/python3 has them; a pyenv python3 on PATH does not);
+# gnuplot-nox draws bench/compare --plot.
 SHOAL_DEPS=(
   build-essential
   cmake
@@ -33,12 +35,14 @@ SHOAL_DEPS=(
   python3
   redis-server
   redis-tools
+  memcached
   golang-go
   python3-pip
   python3-venv
   python3-setuptools
   python3-lmdb
   python3-redis
+  gnuplot-nox
 )
 
 # deps_missing PKG...: print the packages among PKG that are not installed,
