@@ -347,13 +347,26 @@ int shm_scan(shm_view *v, const void *start, size_t slen, const void *end,
   if (height > SHM_SKIP_MAXH) return SHOAL_ECORRUPT;
   const uint8_t *key;
   for (int i = (int)height - 1; i >= 0; i--) {
-    for (unsigned steps = 0;; steps++) {
+    /* A damaged level may loop. Brent's cycle finding bounds the walk at
+     * one compare per step: the mark jumps to the current entry after 1,
+     * 2, 4, ... steps, so a cycle of length L entered after m steps is
+     * caught within 2(m + L) steps. (An intact level holds each entry
+     * once: keys strictly increase.) Without a cycle the walk is bounded
+     * by the entries in the heap. */
+    uint64_t mark = 0;
+    unsigned run = 0, lap = 1;
+    for (;;) {
       /* pairs with the release stores in skiplist.c */
       uint64_t nx = shm_load_acquire(&cur[i]);
       if (!nx) break;
+      if (shm_unlikely(nx == mark)) return SHOAL_ECORRUPT; /* a cycle */
+      if (++run == lap) {
+        mark = nx;
+        run = 0;
+        lap = lap < (1u << 31) ? lap << 1 : lap;
+      }
       const struct shm_entry *e = entry_at(v, nx, &key);
-      if (!e || e->tower <= (unsigned)i || steps > (1u << 26))
-        return SHOAL_ECORRUPT;
+      if (!e || e->tower <= (unsigned)i) return SHOAL_ECORRUPT;
       if (keycmp(key, e->klen, start, slen) >= 0) break;
       cur = e->next;
     }

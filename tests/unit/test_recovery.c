@@ -600,6 +600,11 @@ static int probe(void *arg) {
   rc = shm_scan(v, NULL, 0, NULL, 0, count_keys, &count);
   if (rc != 0 && rc != SHOAL_ECORRUPT) return -5;
   if (count > 100000) return -6; /* a cycle the scan did not notice */
+  /* a scan from a start key descends through every level first */
+  count = 0;
+  rc = shm_scan(v, "d0200", 5, "d0300", 5, count_keys, &count);
+  if (rc != 0 && rc != SHOAL_ECORRUPT) return -5;
+  if (count > 100000) return -6;
   shm_read_end(v);
   probe_step = 4;
   unsigned n = shm_check(v, 1, NULL, NULL);
@@ -725,6 +730,32 @@ static void expect_get_corrupt(const char *k, const char *what) {
              "of the mapping (expected ECORRUPT)", what, k);
   else if (rc != SHOAL_ECORRUPT)
     dmg_note("%s: shm_get(%s) = %s, expected ECORRUPT", what, k,
+             shoal_errname(rc));
+}
+
+/* 200 scans from a key above every key: each descends the whole list. A
+ * cycle must end each at once, well inside the hang guard. */
+static int scan_high_rc(void *arg) {
+  (void)arg;
+  shm_view *v = NULL;
+  int rc = ut_view_open(&v, 0);
+  if (rc) return rc;
+  if ((rc = shm_read_begin(v)) != 0) return rc;
+  for (int i = 0; i < 200; i++) {
+    size_t count = 0;
+    rc = shm_scan(v, "d9999", 5, NULL, 0, count_keys, &count);
+    if (rc != SHOAL_ECORRUPT) break;
+  }
+  shm_read_end(v);
+  shm_view_close(v);
+  return rc;
+}
+
+static void expect_scan_corrupt(const char *what) {
+  int rc;
+  if (guarded(scan_high_rc, what, "scan from a start key", &rc)) return;
+  if (rc != SHOAL_ECORRUPT)
+    dmg_note("%s: shm_scan(start) = %s, expected ECORRUPT", what,
              shoal_errname(rc));
 }
 
@@ -939,6 +970,16 @@ START_TEST(damaged_skiplist) {
   expect_damage(&im, "skip next garbage");
   h->skip_height = 200;
   expect_damage(&im, "skip height");
+  img_restore(&im);
+
+  /* a cycle on the top level: a scan's descent (from a start key) walks
+   * it before level 0's order check could stop it */
+  unsigned top = h->skip_height - 1;
+  ck_assert_uint_ge(top, 1);
+  struct shm_entry *t = (void *)(im.base + h->skip_next[top]);
+  t->next[top] = h->skip_next[top];
+  expect_scan_corrupt("skip upper level cycle");
+  expect_damage(&im, "skip upper level cycle"); /* restores the image */
   img_free(&im);
 }
 END_TEST
