@@ -1,7 +1,8 @@
 #!/bin/sh
 # bench-compare-smoke: run `bench/compare --quick --json -` (argv 2..) and
 # check the JSON: the machine is named, every figure has a median inside
-# [min, max], the C get rows have shoal and LMDB, and a step is skipped
+# [min, max], the C get rows have shoal and LMDB, every earlier issue's
+# target has a verdict, and a step is skipped
 # only because something is not built or installed here (a benchmark that
 # crashes, times out or prints bad JSON fails the test).
 # usage: compare-smoke.sh PYTHON3 bench/compare [ARGS...]
@@ -38,6 +39,21 @@ for s in d["steps"]:
     assert st == "ok" or "not built" in st or "not found" in st, s
 for r in d["ratios"]:
     assert r["ratio"] is None or r["ratio"] > 0, r
-print("bench-compare-smoke: ok: %d figures, %d missing, %d steps in %.0f s"
-      % (len(figs), len(d["missing"]), len(d["steps"]), d["seconds"]))
+# every earlier issue's target gets a verdict; those whose benchmark ran
+# here have a value (a quick run's verdicts themselves mean little)
+ts = d["targets"]
+assert {t["issue"] for t in ts} >= {2, 3, 4, 5, 7}, ts
+ran = {s["step"] for s in d["steps"] if s["status"] == "ok"}
+for t in ts:
+    assert t["verdict"], t
+    assert (t["value"] is None) == (t["met"] is None), t
+    if t["value"] is not None:
+        assert t["value"] >= 0 and math.isfinite(t["value"]), t
+if {"c-get", "put", "py", "files"} <= ran:
+    assert sum(t["value"] is not None for t in ts) >= 15, ts
+for c in d["cross_checks"]:
+    assert c["system"] in ("shoal", "LMDB") and c["median"] > 0, c
+print("bench-compare-smoke: ok: %d figures, %d targets, %d missing, %d steps "
+      "in %.0f s" % (len(figs), len(ts), len(d["missing"]), len(d["steps"]),
+                     d["seconds"]))
 PY
