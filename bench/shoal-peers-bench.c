@@ -665,48 +665,39 @@ static void measure(figure *f) {
 
 /* --------------------------------------------------------------- loads --- */
 
-/* SETs through a hand-written RESP pipeline, LOAD_BATCH in flight. */
-static void load_redis(void) {
-  int fd = unix_connect(rsock);
-  static reader r;
-  r.fd = fd;
-  static char buf[LOAD_BATCH * 128];
-  for (long i = 0; i < opt.keys;) {
-    size_t len = 0;
-    int n = 0;
-    for (; n < LOAD_BATCH && i < opt.keys; n++, i++) {
-      len += (size_t)sprintf(buf + len, "*3\r\n$3\r\nSET\r\n$16\r\n");
-      fmt_key(buf + len, (uint64_t)i);
-      len += KEY_LEN;
-      len += (size_t)sprintf(buf + len, "\r\n$%d\r\n%.*s\r\n", VAL_LEN, VAL_LEN, value);
-    }
-    write_all(fd, buf, len);
-    for (int j = 0; j < n; j++) {
-      const char *l = rd_line(&r);
-      if (strcmp(l, "+OK") != 0) die("loading redis: SET replied %s", l);
-    }
-  }
-  close(fd);
-}
+/* Every key through a hand-written text-protocol pipeline, LOAD_BATCH
+ * requests in flight: each request is head, the key, then tail (which
+ * takes VAL_LEN, VAL_LEN and the value), and each reply must be the line
+ * ok. Redis: RESP SET; memcached: set. */
+enum proto { P_REDIS, P_MEMCACHED };
 
-static void load_memcached(void) {
-  int fd = unix_connect(msock);
+static void load_text(enum proto p) {
+  static const struct {
+    const char *head, *tail, *ok, *what;
+  } t[] = {
+      [P_REDIS] = {"*3\r\n$3\r\nSET\r\n$16\r\n", "\r\n$%d\r\n%.*s\r\n", "+OK",
+                   "redis: SET"},
+      [P_MEMCACHED] = {"set ", " 0 0 %d\r\n%.*s\r\n", "STORED", "memcached: set"},
+  };
+  int fd = unix_connect(p == P_REDIS ? rsock : msock);
   static reader r;
   r.fd = fd;
+  r.pos = r.len = 0;
   static char buf[LOAD_BATCH * 128];
   for (long i = 0; i < opt.keys;) {
     size_t len = 0;
     int n = 0;
     for (; n < LOAD_BATCH && i < opt.keys; n++, i++) {
-      len += (size_t)sprintf(buf + len, "set ");
+      len += (size_t)sprintf(buf + len, "%s", t[p].head);
       fmt_key(buf + len, (uint64_t)i);
       len += KEY_LEN;
-      len += (size_t)sprintf(buf + len, " 0 0 %d\r\n%.*s\r\n", VAL_LEN, VAL_LEN, value);
+      len += (size_t)snprintf(buf + len, sizeof buf - len, t[p].tail, VAL_LEN, VAL_LEN,
+                              value);
     }
     write_all(fd, buf, len);
     for (int j = 0; j < n; j++) {
       const char *l = rd_line(&r);
-      if (strcmp(l, "STORED") != 0) die("loading memcached: set replied %s", l);
+      if (strcmp(l, t[p].ok) != 0) die("loading %s replied %s", t[p].what, l);
     }
   }
   close(fd);
@@ -930,11 +921,11 @@ int main(int argc, char **argv) {
   double t0 = now_s();
   if (!why_redis) {
     fprintf(stderr, " redis");
-    load_redis();
+    load_text(P_REDIS);
   }
   if (!why_mc) {
     fprintf(stderr, " memcached");
-    load_memcached();
+    load_text(P_MEMCACHED);
   }
   if (!why_shoal) {
     fprintf(stderr, " shoal");
