@@ -24,6 +24,7 @@ SHOAL_DEPS=(
   pkg-config
   liburcu-dev
   libsodium-dev
+  libssl-dev
   libprotobuf-c-dev
   protobuf-c-compiler
   check

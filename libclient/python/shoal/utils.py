@@ -881,9 +881,10 @@ _NATIVE = frozenset((
 #: hash_file goes to the broker for the files it pays for: a digest from
 #: its cache costs one round trip (~35 us), which hashlib beats below about
 #: 64 KiB. Smaller files, and every file when no broker is reachable, are
-#: hashed by hashlib: OpenSSL's SHA-256 (SHA-NI) and CPython's BLAKE2b are
-#: faster than libsodium's in shoal_util_hash_file (measured 4.5x and 1.4x),
-#: so no algorithm is hashed natively without the broker.
+#: hashed by hashlib: its SHA-2 is OpenSSL's, the same code
+#: shoal_util_hash_file runs, and its BLAKE2b about as fast as ours, so a
+#: ctypes call would only add its own cost; no algorithm is hashed
+#: natively without the broker.
 _HASH_BROKER_MIN = 64 << 10
 _HASH_LOCAL_NATIVE: frozenset = frozenset()
 
