@@ -240,6 +240,10 @@ SHOAL_EXPORT int shoal_reader_slot(const shoal *c) {
   return shm_view_slot(c->view);
 }
 
+SHOAL_EXPORT const char *shoal_store_name(const shoal *c) {
+  return c ? c->store : "";
+}
+
 /* -------------------------------------------------- Hello and remapping - */
 
 void shoal__adopt_next_view(shoal *c) {

@@ -508,6 +508,11 @@ START_TEST(cli_stats_prometheus) {
   OUT_HAS("\nshoal_errors_total{store=\"it\",code=\"SHOAL_ECONFLICT\"} 1\n");
   OUT_HAS("# TYPE shoal_requests_total counter\n");
   OUT_HAS("# TYPE shoal_keys gauge\n");
+  /* by socket path alone the label is still the store the broker serves
+   * (shoal_store_name), not an assumed "default" */
+  EXPECT(run("--socket", it_sock, "stats", "--prometheus"), 0);
+  OUT_HAS("\nshoal_up{store=\"it\"} 1\n");
+  OUT_HAS("\nshoal_keys{store=\"it\"} 2\n");
 
   /* no broker: nothing on stdout (a textfile never half-written), exit 5 */
   it_stop_broker(SIGTERM);

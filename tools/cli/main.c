@@ -602,9 +602,10 @@ static void prom_pairs(const char *name, const char *help, const char *store,
 }
 
 static void print_prometheus(const cli *a, const shoal_stats *st) {
-  /* the store the CLI asked for; with --socket and no --name the broker's
-   * store is whichever it serves, and "default" is what the CLI assumed */
-  const char *s = a->name ? a->name : "default";
+  /* the store the broker serves (its Hello reply): right with --socket
+   * and no --name too, where the CLI could only have assumed "default" */
+  const char *s = shoal_store_name(a->c);
+  if (!*s) s = a->name ? a->name : "default";
   prom_u64("shoal_up", "gauge", "1: the broker answered this Stats request.", s,
            1);
   prom_u64("shoal_keys", "gauge", "Live keys in the store.", s, st->keys);
@@ -1024,8 +1025,8 @@ static const command commands[] = {
      "    object with --json.\n"
      "    --prometheus: the Prometheus text format instead, for\n"
      "    node_exporter's textfile collector: # HELP and # TYPE lines, then\n"
-     "    one \"NAME{store=\"STORE\"} VALUE\" line per sample (STORE: --name,\n"
-     "    default \"default\"). Gauges: shoal_up (1), shoal_keys,\n"
+     "    one \"NAME{store=\"STORE\"} VALUE\" line per sample (STORE: the\n"
+     "    store the broker serves). Gauges: shoal_up (1), shoal_keys,\n"
      "    shoal_commit_seq, shoal_size_bytes, shoal_used_bytes,\n"
      "    shoal_free_bytes, shoal_index_capacity, shoal_index_used,\n"
      "    shoal_records, shoal_retired_bytes, shoal_readers_claimed,\n"

@@ -153,6 +153,12 @@ SHOAL_EXPORT const char *shoal_last_error(const shoal *c);
  * fork). For tools and tests (shoal-inspect readers shows the same). */
 SHOAL_EXPORT int shoal_reader_slot(const shoal *c);
 
+/* The name of the store the broker serves, from its Hello reply (the
+ * newest, after a reconnect): a handle opened by socket path alone learns
+ * it here, for labels and messages. "" for NULL. Never NULL; valid until
+ * the next call on @c that talks to the broker. */
+SHOAL_EXPORT const char *shoal_store_name(const shoal *c);
+
 /* ------------------------------------------------------------------ reads */
 
 /*
