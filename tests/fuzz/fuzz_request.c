@@ -38,7 +38,7 @@ static struct broker B;
 /* tmpfs, as in production (/dev/shm): a disk file system makes every
  * store creation and patch a page-cache round trip, slow enough under
  * parallel fuzzing to trip libFuzzer's timeout. */
-static char dir[64];
+static char dir[128];
 static uint64_t base_seq;
 
 static void check_problem(void *arg, const char *problem) {
@@ -68,9 +68,7 @@ static void store_close(void) {
 }
 
 static void setup(void) {
-  snprintf(dir, sizeof dir, "%s/shoal-fuzz-request-XXXXXX",
-           access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
-  FUZZ_CHECK(mkdtemp(dir) != NULL);
+  fuzz_make_dir(dir, sizeof dir, "request");
   struct broker_opts *o = &B.opt;
   o->name = FUZZ_STORE;
   o->shm_dir = dir;

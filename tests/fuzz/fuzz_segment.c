@@ -43,7 +43,7 @@
 /* tmpfs, as in production (/dev/shm): a disk file system makes every
  * store creation and patch a page-cache round trip, slow enough under
  * parallel fuzzing to trip libFuzzer's timeout. */
-static char root[64];
+static char root[128];
 static char dir_real[512], dir_raw[512], dir_mut[512];
 static uint8_t *pristine;  /* the real store's data object */
 static uint64_t used;      /* its backed size: patches land below it */
@@ -169,9 +169,7 @@ static void cleanup(void) {
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
-  snprintf(root, sizeof root, "%s/shoal-fuzz-segment-XXXXXX",
-           access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
-  FUZZ_CHECK(mkdtemp(root) != NULL);
+  fuzz_make_dir(root, sizeof root, "segment");
   snprintf(dir_real, sizeof dir_real, "%s/real", root);
   snprintf(dir_raw, sizeof dir_raw, "%s/raw", root);
   snprintf(dir_mut, sizeof dir_mut, "%s/mut", root);
