@@ -242,6 +242,13 @@ static void rd_skip(reader *r, size_t n) {
   r->pos += n;
 }
 
+/* The RESP reply to a GET of a loaded key: a bulk string of VAL_LEN bytes. */
+static void redis_get_reply(reader *r) {
+  const char *l = rd_line(r);
+  if (l[0] != '$' || atoi(l + 1) != VAL_LEN) die("redis GET replied %s", l);
+  rd_skip(r, VAL_LEN + 2);
+}
+
 /* ---------------------------------------------------------------- keys --- */
 
 static void fmt_key(char *k, uint64_t i) {
@@ -299,11 +306,7 @@ static double redis_get(int depth) {
     for (int j = 0; j < CLOCK_EVERY; j += depth) {
       for (int i = 0; i < depth; i++) rnd_key(cmd + i * one + sizeof pre - 1);
       write_all(fd, cmd, one * (size_t)depth);
-      for (int i = 0; i < depth; i++) {
-        const char *l = rd_line(&r);
-        if (l[0] != '$' || atoi(l + 1) != VAL_LEN) die("redis GET replied %s", l);
-        rd_skip(&r, VAL_LEN + 2);
-      }
+      for (int i = 0; i < depth; i++) redis_get_reply(&r);
       ops += depth;
     }
   } while ((t = now_s()) - t0 < opt.seconds);
@@ -517,9 +520,7 @@ static double redis_mixw(void) {
       } else {
         rnd_key(get + sizeof gpre - 1);
         write_all(fd, get, glen);
-        const char *l = rd_line(&r);
-        if (l[0] != '$' || atoi(l + 1) != VAL_LEN) die("redis GET replied %s", l);
-        rd_skip(&r, VAL_LEN + 2);
+        redis_get_reply(&r);
       }
     }
     ops += CLOCK_EVERY;

@@ -209,6 +209,24 @@ static void verify_range(shm_view *v, int from, int to, int step, size_t vlen,
   shm_read_end(v);
 }
 
+/* Put keys [from, to) step @step back (generation 3, @vlen bytes) after
+ * they were deleted: each is stored, or refused honestly and then still
+ * deleted; more than half must come back. */
+static void reput_range(int from, int to, int step, size_t vlen,
+                        int backed_only) {
+  int back = 0, tried = 0;
+  for (int i = from; i < to; i += step) {
+    tried++;
+    int ok = reput_or_honest_enospc(i, vlen, 3, backed_only) == 0;
+    back += ok;
+    verify_range(ut_v, i, i + 1, 1, vlen, 3, ok); /* refused: still gone */
+  }
+  printf("%s: %d of %d re-puts came back\n", tcase_name(), back, tried);
+  fflush(stdout);
+  ck_assert_msg(back * 2 > tried, "only %d of %d re-puts came back", back,
+                tried);
+}
+
 struct range {
   const char *dir;
   int n;
@@ -330,16 +348,7 @@ START_TEST(tmpfs_full_large_values) {
   /* The freed extents come back: each re-put is stored, or refused only
    * when no run it needs is left (slabs carved for re-inserted entries
    * take pages too), and most come back. */
-  int back = 0;
-  for (int i = 0; i < n; i++) {
-    int ok = reput_or_honest_enospc(i, 300000, 3, 1) == 0;
-    back += ok;
-    verify_range(ut_v, i, i + 1, 1, 300000, 3, ok); /* refused: still gone */
-  }
-  printf("%s: %d of %d large values came back\n", tcase_name(), back, n);
-  fflush(stdout);
-  ck_assert_msg(back * 2 > n, "only %d of %d large values came back", back,
-                n);
+  reput_range(0, n, 1, 300000, 1);
   verify_range(ut_v, n, n + m, 1, 1000, 1, 1);
   ck_assert_uint_eq(ut_check(ut_v, 1), 0);
 }
@@ -445,17 +454,7 @@ START_TEST(store_size_full_large_values) {
   /* As in tmpfs_full_large_values: each re-put is stored or refused
    * honestly, and most come back. A refused one changes nothing: the key
    * stays deleted. */
-  int back = 0, tried = 0;
-  for (int i = 1; i < n; i += 2) {
-    tried++;
-    int ok = reput_or_honest_enospc(i, 100000, 3, 0) == 0;
-    back += ok;
-    verify_range(ut_v, i, i + 1, 1, 100000, 3, ok); /* refused: still gone */
-  }
-  printf("%s: %d of %d re-puts came back\n", tcase_name(), back, tried);
-  fflush(stdout);
-  ck_assert_msg(back * 2 > tried, "only %d of %d re-puts came back", back,
-                tried);
+  reput_range(1, n, 2, 100000, 0);
   verify_range(ut_v, 0, 1, 1, 100000, gen0, 1); /* the even keys stay */
   verify_range(ut_v, 2, n, 2, 100000, 1, 1);
   ck_assert_uint_eq(ut_check(ut_v, 1), 0);
