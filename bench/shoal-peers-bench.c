@@ -962,13 +962,13 @@ int main(int argc, char **argv) {
   FIG("mixed 95/5", "Redis", K_REDIS_MIX, 2, 0, why_redis, "2 processes");
   FIG("mixed 95/5", "LMDB", K_LMDB_MIX, 2, 0, NULL, "2 processes");
 
-  int todo = 0;
-  for (int i = 0; i < nf; i++) todo += !figs[i].reason;
-  fprintf(stderr, "shoal-peers-bench: %d figures x %d runs x %.1f s: about %.0f s\n", todo,
-          opt.runs, opt.seconds, todo * opt.runs * (opt.seconds + 0.05));
+  int planned = 0;
+  for (int i = 0; i < nf; i++) planned += !figs[i].reason;
+  fprintf(stderr, "shoal-peers-bench: %d figures x %d runs x %.1f s: about %.0f s\n", planned,
+          opt.runs, opt.seconds, planned * opt.runs * (opt.seconds + 0.05));
   for (int i = 0, k = 0; i < nf; i++) {
     if (figs[i].reason) continue;
-    fprintf(stderr, "  [%d/%d] %s, %s, %s\n", ++k, todo, figs[i].workload, figs[i].system,
+    fprintf(stderr, "  [%d/%d] %s, %s, %s\n", ++k, planned, figs[i].workload, figs[i].system,
             figs[i].variant);
     measure(&figs[i]);
   }

@@ -35,6 +35,7 @@
 
 #include "itest-raw.h"
 #include "itest.h"
+#include "rawframe.h"
 
 #define NOBODY 65534
 #define OTHER 65533
@@ -79,19 +80,29 @@ static int client(void *arg) {
   return 0;
 }
 
+/* A raw connection to the test's broker, made in a child (which reports
+ * with IT_CHK instead of ck_assert): the descriptor, or -1 with errno. */
+static int child_connect(void) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  struct sockaddr_un sa;
+  it_sockaddr(&sa, it_sock);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+
 /* The broker's side alone, without libshoal: a denied peer is told
  * SHOAL_EDENIED (a reply with id 0, unasked) and the connection closed. */
 static int raw_denied(void *arg) {
   who *w = arg;
   if (drop(w->uid, w->gid)) return 1;
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  IT_CHK(fd >= 0, "socket: %s", strerror(errno));
-  struct sockaddr_un sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sun_family = AF_UNIX;
-  memcpy(sa.sun_path, it_sock, strlen(it_sock) + 1);
-  IT_CHK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect: %s",
-         strerror(errno));
+  int fd = child_connect();
+  IT_CHK(fd >= 0, "connect %s: %s", it_sock, strerror(errno));
   const char *why = "";
   Shoal__Response *r = it_raw_recv(fd, 5000, &why);
   IT_CHK(r != NULL, "no reply to a denied peer: %s", why);
@@ -414,19 +425,9 @@ static int raw_status(int fd, Shoal__Request *rq) {
 static int raw_no_descriptor(void *arg) {
   who *w = arg;
   if (drop(w->uid, w->gid)) return 1;
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  IT_CHK(fd >= 0, "socket: %s", strerror(errno));
-  struct sockaddr_un sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sun_family = AF_UNIX;
-  memcpy(sa.sun_path, it_sock, strlen(it_sock) + 1);
-  IT_CHK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect: %s",
-         strerror(errno));
-  Shoal__Hello h = SHOAL__HELLO__INIT;
-  h.has_protocol = h.has_pid = h.has_want_slot = 1;
-  h.protocol = SHOAL__PROTOCOL__PROTOCOL_V1;
-  h.pid = (int32_t)getpid();
-  h.want_slot = 0;
+  int fd = child_connect();
+  IT_CHK(fd >= 0, "connect %s: %s", it_sock, strerror(errno));
+  Shoal__Hello h = rf_hello_msg("it_access");
   Shoal__Request rq = SHOAL__REQUEST__INIT;
   rq.has_id = 1;
   rq.id = 1;

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "itest.h"
+#include "rawframe.h"
 
 int it_raw_connect(const char *path) {
   if (!path) path = it_sock;
@@ -29,82 +30,21 @@ int it_raw_connect(const char *path) {
 }
 
 int it_raw_write(int fd, const void *p, size_t n) {
-  const char *b = p;
-  while (n) {
-    ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return -errno;
-    }
-    b += w;
-    n -= (size_t)w;
-  }
-  return 0;
+  return rf_write(fd, p, n);
 }
 
 int it_raw_send(int fd, const Shoal__Request *req) {
-  size_t n = shoal__request__get_packed_size(req);
-  uint8_t *buf = malloc(n + 4);
+  size_t n = rf_size(req);
+  uint8_t *buf = malloc(n);
   ck_assert_ptr_nonnull(buf);
-  buf[0] = (uint8_t)n;
-  buf[1] = (uint8_t)(n >> 8);
-  buf[2] = (uint8_t)(n >> 16);
-  buf[3] = (uint8_t)(n >> 24);
-  shoal__request__pack(req, buf + 4);
-  int rc = it_raw_write(fd, buf, n + 4);
+  ck_assert_uint_eq(rf_pack(req, buf, n), n);
+  int rc = rf_write(fd, buf, n);
   free(buf);
   return rc;
 }
 
-/* Read exactly @n bytes before @deadline: 1 done, 0 EOF, -1 timeout/error. */
-static int read_full(int fd, void *p, size_t n, uint64_t deadline) {
-  char *b = p;
-  while (n) {
-    int64_t left = (int64_t)deadline - (int64_t)it_now_ms();
-    if (left <= 0) return -1;
-    struct pollfd pfd = {fd, POLLIN, 0};
-    int r = poll(&pfd, 1, (int)left);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return -1;
-    ssize_t got = read(fd, b, n);
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0 && errno == ECONNRESET) return 0;
-    if (got < 0) return -1;
-    if (got == 0) return 0;
-    b += got;
-    n -= (size_t)got;
-  }
-  return 1;
-}
-
 Shoal__Response *it_raw_recv(int fd, int timeout_ms, const char **why) {
-  uint64_t deadline = it_now_ms() + (uint64_t)timeout_ms;
-  uint8_t hdr[4];
-  const char *dummy;
-  if (!why) why = &dummy;
-  int r = read_full(fd, hdr, 4, deadline);
-  if (r <= 0) {
-    *why = r == 0 ? "eof" : "timeout";
-    return NULL;
-  }
-  uint32_t n = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 |
-               (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 24;
-  if (n > (64u << 20)) {
-    *why = "frame over 64 MiB";
-    return NULL;
-  }
-  uint8_t *buf = malloc(n ? n : 1);
-  ck_assert_ptr_nonnull(buf);
-  r = read_full(fd, buf, n, deadline);
-  if (r <= 0) {
-    free(buf);
-    *why = "short frame";
-    return NULL;
-  }
-  Shoal__Response *resp = shoal__response__unpack(NULL, n, buf);
-  free(buf);
-  if (!resp) *why = "unpack";
-  return resp;
+  return rf_recv(fd, timeout_ms, why);
 }
 
 Shoal__Response *it_raw_call(int fd, const Shoal__Request *req) {
@@ -135,14 +75,7 @@ int it_raw_closed(int fd, int timeout_ms) {
 }
 
 int it_raw_hello(int fd) {
-  Shoal__Hello h = SHOAL__HELLO__INIT;
-  h.has_protocol = 1;
-  h.protocol = SHOAL__PROTOCOL__PROTOCOL_V1;
-  h.has_pid = 1;
-  h.pid = (int32_t)getpid();
-  h.has_want_slot = 1;
-  h.want_slot = 0;
-  h.client = (char *)"itest-raw";
+  Shoal__Hello h = rf_hello_msg("itest-raw");
   Shoal__Request req = SHOAL__REQUEST__INIT;
   req.has_id = 1;
   req.id = 1;

@@ -67,6 +67,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rawframe.h"
 #include "shoal.pb-c.h"
 #include "shoal/shoal.h"
 
@@ -327,15 +328,8 @@ static void buf_reserve(buf *b, size_t more) {
 }
 
 static void put_frame(buf *b, const Shoal__Request *rq) {
-  size_t n = shoal__request__get_packed_size(rq);
-  buf_reserve(b, n + 4);
-  uint8_t *o = b->p + b->len;
-  o[0] = (uint8_t)n;
-  o[1] = (uint8_t)(n >> 8);
-  o[2] = (uint8_t)(n >> 16);
-  o[3] = (uint8_t)(n >> 24);
-  shoal__request__pack(rq, o + 4);
-  b->len += n + 4;
+  buf_reserve(b, rf_size(rq));
+  b->len += rf_pack(rq, b->p + b->len, b->cap - b->len);
 }
 
 /* A complete frame at the front of @b: its payload, or NULL */
@@ -351,17 +345,6 @@ static const uint8_t *take_frame(buf *b, uint32_t *n) {
   return h + 4;
 }
 
-static Shoal__Hello hello_msg(void) {
-  Shoal__Hello h = SHOAL__HELLO__INIT;
-  h.has_protocol = 1;
-  h.protocol = SHOAL__PROTOCOL__PROTOCOL_V1;
-  h.has_pid = 1;
-  h.pid = (int32_t)getpid();
-  h.has_want_slot = 1;
-  h.want_slot = 0;
-  h.client = (char *)"shoal-load";
-  return h;
-}
 
 /* ------------------------------------------------------------- figures -- */
 
@@ -427,7 +410,7 @@ static Shoal__Response *blocking_call(int fd, const Shoal__Request *rq) {
 }
 
 static int hello_blocking(int fd) {
-  Shoal__Hello h = hello_msg();
+  Shoal__Hello h = rf_hello_msg("shoal-load");
   h.client = (char *)"shoal-load pinger";
   Shoal__Request rq = SHOAL__REQUEST__INIT;
   rq.has_id = 1;
@@ -552,7 +535,7 @@ static void send_req(conn *c, int type) {
   Shoal__Scan scan = SHOAL__SCAN__INIT;
   Shoal__Stats stats = SHOAL__STATS__INIT;
   Shoal__Ping ping = SHOAL__PING__INIT;
-  Shoal__Hello hello = hello_msg();
+  Shoal__Hello hello = rf_hello_msg("shoal-load");
   char pre[8];
   switch (type) {
   case T_HELLO:

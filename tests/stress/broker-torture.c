@@ -75,6 +75,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rawframe.h"
 #include "shoal.pb-c.h"
 #include "shoal/shoal.h"
 
@@ -1273,74 +1274,17 @@ static void fill_and_recover(const char *what, size_t vlen, uint64_t max_puts,
   shoal_close(c);
 }
 
-static int raw_write(int fd, const void *p, size_t n) {
-  const char *b = p;
-  while (n) {
-    ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return -errno;
-    b += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-static size_t frame(const Shoal__Request *req, uint8_t *buf, size_t cap) {
-  size_t n = shoal__request__get_packed_size(req);
-  if (n + 4 > cap) return 0;
-  buf[0] = (uint8_t)n;
-  buf[1] = (uint8_t)(n >> 8);
-  buf[2] = (uint8_t)(n >> 16);
-  buf[3] = (uint8_t)(n >> 24);
-  shoal__request__pack(req, buf + 4);
-  return n + 4;
-}
-/* One Response within @timeout_ms, or NULL. */
-static Shoal__Response *raw_recv(int fd, int timeout_ms) {
-  uint8_t hdr[4], *body = NULL;
-  size_t need = 4, got = 0, len = 0;
-  uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-  for (int phase = 0; phase < 2; phase++) {
-    uint8_t *dst = phase ? body : hdr;
-    while (got < need) {
-      int64_t left = (int64_t)deadline - (int64_t)now_ms();
-      struct pollfd p = {fd, POLLIN, 0};
-      if (left <= 0 || poll(&p, 1, (int)left) <= 0) goto out;
-      ssize_t r = recv(fd, dst + got, need - got, 0);
-      if (r <= 0) goto out;
-      got += (size_t)r;
-    }
-    if (!phase) {
-      len = hdr[0] | hdr[1] << 8 | hdr[2] << 16 | (size_t)hdr[3] << 24;
-      body = malloc(len ? len : 1);
-      need = len;
-      got = 0;
-    }
-  }
-  Shoal__Response *r = shoal__response__unpack(NULL, len, body);
-  free(body);
-  return r;
-out:
-  free(body);
-  return NULL;
-}
 static int raw_hello(int fd) {
-  Shoal__Hello h = SHOAL__HELLO__INIT;
-  h.has_protocol = 1;
-  h.protocol = SHOAL__PROTOCOL__PROTOCOL_V1;
-  h.has_pid = 1;
-  h.pid = (int32_t)getpid();
-  h.has_want_slot = 1;
-  h.want_slot = 0;
-  h.client = (char *)"broker-torture-raw";
+  Shoal__Hello h = rf_hello_msg("broker-torture-raw");
   Shoal__Request req = SHOAL__REQUEST__INIT;
   req.has_id = 1;
   req.id = 1;
   req.body_case = SHOAL__REQUEST__BODY_HELLO;
   req.hello = &h;
   uint8_t buf[256];
-  size_t n = frame(&req, buf, sizeof buf);
-  if (raw_write(fd, buf, n)) return -1;
-  Shoal__Response *r = raw_recv(fd, 5000);
+  size_t n = rf_pack(&req, buf, sizeof buf);
+  if (!n || rf_write(fd, buf, n)) return -1;
+  Shoal__Response *r = rf_recv(fd, 5000, NULL);
   if (!r) return -1;
   int st = r->has_status ? r->status : 0;
   shoal__response__free_unpacked(r, NULL);
@@ -1488,7 +1432,7 @@ static int fault_no_read(void) {
     q.id = (uint64_t)i + 2;
     q.body_case = SHOAL__REQUEST__BODY_GET;
     q.get = &g;
-    len += frame(&q, frames + len, sizeof frames - len);
+    len += rf_pack(&q, frames + len, sizeof frames - len);
   }
   size_t off = 0;
   uint64_t blocked = 0;
@@ -1562,12 +1506,12 @@ static int fault_loris(void) {
   q.body_case = SHOAL__REQUEST__BODY_PING;
   q.ping = &p;
   uint8_t buf[64];
-  size_t n = frame(&q, buf, sizeof buf);
+  size_t n = rf_pack(&q, buf, sizeof buf);
   uint64_t pings = 0, worst = 0, t0 = now_ms();
   for (size_t i = 0; i < n; i++) {
     for (int l = 0; l < NL; l++)
       /* the last loris gives up half way (a client that vanished) */
-      if (!(l == NL - 1 && i >= n / 2)) CHECK(raw_write(fds[l], buf + i, 1) == 0, "loris write");
+      if (!(l == NL - 1 && i >= n / 2)) CHECK(rf_write(fds[l], buf + i, 1) == 0, "loris write");
     if (i == n / 2) close(fds[NL - 1]);
     uint64_t until = now_ms() + 1000;
     while (now_ms() < until) {
@@ -1582,7 +1526,7 @@ static int fault_loris(void) {
   }
   int answered = 0;
   for (int l = 0; l < NL - 1; l++) {
-    Shoal__Response *r = raw_recv(fds[l], 2000);
+    Shoal__Response *r = rf_recv(fds[l], 2000, NULL);
     CHECK(r && r->id == 77 && (!r->has_status || r->status == 0),
           "loris %d: no good reply to its slow Ping", l);
     if (r) {
